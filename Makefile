@@ -1,0 +1,24 @@
+# lightvit-mm: `make demo` (the CPU demo) and `make test` (the test suite) set up
+# .venv by themselves (tools/setup_env.sh; a no-op when it is up to date).
+PY := .venv/bin/python
+DATA ?= data/digits
+WORK_DIR ?= work_dirs/digits_demo
+DEMO_CONFIG := configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_digits.py
+DATA_OPTIONS := train_dataloader.dataset.data_root=$(DATA)/ \
+	val_dataloader.dataset.data_root=$(DATA)/ test_dataloader.dataset.data_root=$(DATA)/ \
+	val_evaluator.ann_file=$(DATA)/annotations/instances_val.json \
+	test_evaluator.ann_file=$(DATA)/annotations/instances_val.json
+
+.PHONY: setup test demo
+
+setup:
+	bash tools/setup_env.sh
+
+test: setup
+	$(PY) -m pytest tests -q
+
+demo: setup
+	$(PY) tools/dataset_converters/build_digits.py --out $(DATA)
+	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(WORK_DIR) --cfg-options $(DATA_OPTIONS)
+	$(PY) tools/analysis/visualize_det.py $(DEMO_CONFIG) "$$(cat $(WORK_DIR)/last_checkpoint)" \
+		--img-dir $(DATA)/val --out $(WORK_DIR)/val_predictions.png

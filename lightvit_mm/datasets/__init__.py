@@ -1,0 +1,1 @@
+"""Small real-image datasets for the demos."""

@@ -1,0 +1,4 @@
+from .backbones import LightViT
+from .necks import LightViTFPN
+
+__all__ = ['LightViT', 'LightViTFPN']

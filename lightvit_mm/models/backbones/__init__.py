@@ -1,0 +1,3 @@
+from .lightvit import LightViT
+
+__all__ = ['LightViT']

@@ -1,0 +1,563 @@
+# Copyright (c) lightvit-mm contributors. Licensed under the Apache License 2.0.
+"""LightViT backbone (Huang et al. 2022, https://arxiv.org/abs/2207.05557).
+
+Module and parameter names follow the official implementation
+(github.com/hunto/LightViT, ``detection/lightvit.py``, and
+github.com/hunto/image_classification_sota, ``lib/models/lightvit.py``) so
+that the official checkpoints load without renaming.
+"""
+import math
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule, ModuleList, Sequential
+from mmengine.model.weight_init import trunc_normal_
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+class ConvStem(BaseModule):
+    """Convolutional stem of LightViT: stride-8 patch embedding (paper Sec. 3.1).
+
+    ``stem``: conv3x3 s2 (in -> C/2, no bias) + BN + GELU, then three
+    depthwise conv3x3 (strides 1, 1, 2) each + BN + GELU; ``proj``: conv3x3 s2
+    (C/2 -> C, with bias); ``norm``: LayerNorm over the flattened tokens.
+
+    Args:
+        in_channels (int): Channels of the input image. Defaults to 3.
+        embed_dims (int): Token width C of the first stage.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Shapes:
+        input: (B, in_channels, H, W); output: tokens (B, H' * W', C) and the
+        token grid size (H', W') with H' = ceil(ceil(ceil(H / 2) / 2) / 2).
+    """
+
+    def __init__(self, in_channels: int = 3, embed_dims: int = 64, init_cfg=None):
+        super().__init__(init_cfg)
+        stem_dims = embed_dims // 2
+        layers = [
+            nn.Conv2d(in_channels, stem_dims, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(stem_dims),
+            nn.GELU(),
+        ]
+        for stride in (1, 1, 2):
+            layers += [
+                nn.Conv2d(stem_dims, stem_dims, 3, stride=stride, padding=1,
+                          groups=stem_dims, bias=False),
+                nn.BatchNorm2d(stem_dims),
+                nn.GELU(),
+            ]
+        self.stem = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(stem_dims, embed_dims, 3, stride=2, padding=1)
+        self.norm = nn.LayerNorm(embed_dims)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        x = self.proj(self.stem(x))
+        hw_shape = (x.shape[2], x.shape[3])
+        x = self.norm(x.flatten(2).transpose(1, 2))
+        return x, hw_shape
+
+
+def relative_position_index(window_size: int) -> torch.Tensor:
+    """Index into a ((2*ws-1)^2, heads) bias table for every pair of window
+    positions, flattened to shape (ws^4,), as in Swin (Liu et al. 2021)."""
+    coords = torch.stack(torch.meshgrid(
+        torch.arange(window_size), torch.arange(window_size), indexing='ij')).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]) + (window_size - 1)
+    return (rel[0] * (2 * window_size - 1) + rel[1]).flatten()
+
+
+class LightViTAttention(BaseModule):
+    """LightViT attention: local window attention plus global aggregation and
+    global broadcast through learnable global tokens (paper Sec. 3.2).
+
+    One ``qkv`` projection serves the global tokens and the image tokens. The
+    image tokens attend within non-overlapping ``window_size`` windows with a
+    relative position bias; the global tokens aggregate all image tokens; the
+    aggregated tokens are projected by ``kv_global`` into keys and values that
+    every image token attends to (broadcast), and the result is added to the
+    local output. ``proj`` projects [global, image] tokens.
+
+    As in the official detection code, image grids whose sides are not
+    multiples of ``window_size`` are zero-padded (bottom/right) before the
+    ``qkv`` projection; the padded tokens take part, unmasked, as keys and
+    values of the window attention, and are cropped before aggregation.
+
+    Args:
+        embed_dims (int): Token width C.
+        num_heads (int): Number of heads; must divide ``embed_dims``.
+        num_tokens (int): Number of global tokens T.
+        window_size (int): Side of the local windows. Defaults to 7.
+        qkv_bias (bool): Bias in ``qkv`` and ``kv_global``. Defaults to True.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Shapes:
+        input: (B, T + H * W, C) with the global tokens first, and the grid
+        size (H, W); output: same shape as the input.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 num_tokens: int,
+                 window_size: int = 7,
+                 qkv_bias: bool = True,
+                 init_cfg=None):
+        super().__init__(init_cfg)
+        self.num_heads = num_heads
+        self.head_dims = embed_dims // num_heads
+        self.num_tokens = num_tokens
+        self.window_size = window_size
+        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
+        self.kv_global = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1)**2, num_heads))
+        self.register_buffer('relative_position_index',
+                             relative_position_index(window_size))
+
+    def init_weights(self):
+        super().init_weights()
+        trunc_normal_(self.relative_position_bias_table, std=.02)
+
+    def _position_bias(self) -> torch.Tensor:
+        """Relative position bias of shape (heads, ws^2, ws^2)."""
+        area = self.window_size**2
+        bias = self.relative_position_bias_table[self.relative_position_index]
+        return bias.view(area, area, -1).permute(2, 0, 1)
+
+    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+        B, _, C = x.shape
+        T, ws, nh, hd = self.num_tokens, self.window_size, self.num_heads, self.head_dims
+        H, W = hw_shape
+        pad_b, pad_r = (ws - H % ws) % ws, (ws - W % ws) % ws
+        Hp, Wp = H + pad_b, W + pad_r
+
+        x_glb, x_img = x[:, :T], x[:, T:]
+        if pad_b or pad_r:
+            x_img = F.pad(x_img.view(B, H, W, C), (0, 0, 0, pad_r, 0, pad_b))
+        qkv_glb = self.qkv(x_glb).view(B, T, 3, nh, hd)
+        qkv_img = self.qkv(x_img).view(B, Hp // ws, ws, Wp // ws, ws, 3, nh, hd)
+
+        # 1. Local window attention, relative position bias as additive mask.
+        q, k, v = qkv_img.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(
+            3, -1, nh, ws * ws, hd).unbind(0)
+        local = F.scaled_dot_product_attention(q, k, v, attn_mask=self._position_bias())
+        local = local.view(B, Hp // ws, Wp // ws, nh, ws, ws, hd).permute(
+            0, 1, 4, 2, 5, 3, 6).reshape(B, Hp, Wp, C)[:, :H, :W].reshape(B, H * W, C)
+
+        # 2. Global aggregation: global-token queries over the (unpadded) image.
+        qkv_img = qkv_img.view(B, Hp, Wp, 3, nh, hd)
+        if pad_b or pad_r:
+            qkv_img = qkv_img[:, :H, :W]
+        q_img, k_img, v_img = qkv_img.reshape(B, H * W, 3, nh, hd).permute(
+            2, 0, 3, 1, 4).unbind(0)
+        q_glb = qkv_glb[:, :, 0].transpose(1, 2)
+        x_glb = F.scaled_dot_product_attention(q_glb, k_img, v_img)
+        x_glb = x_glb.transpose(1, 2).reshape(B, T, C)
+
+        # 3. Global broadcast: image queries over the aggregated global tokens.
+        k_glb, v_glb = self.kv_global(x_glb).view(B, T, 2, nh, hd).permute(
+            2, 0, 3, 1, 4).unbind(0)
+        broadcast = F.scaled_dot_product_attention(q_img, k_glb, v_glb)
+        x_img = local + broadcast.transpose(1, 2).reshape(B, H * W, C)
+
+        return self.proj(torch.cat([x_glb, x_img], dim=1))
+
+
+class BiAttn(BaseModule):
+    """Bi-dimensional attention of the LightViT FFN (paper Sec. 3.3).
+
+    A channel gate from the mean token and a spatial gate per token from
+    [local reduce, global reduce], both sigmoid, multiply the input.
+
+    Args:
+        embed_dims (int): Token width C.
+        reduce_ratio (float): Width of the reductions relative to C.
+            Defaults to 0.25.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Shapes:
+        input and output: (B, N, C).
+    """
+
+    def __init__(self, embed_dims: int, reduce_ratio: float = 0.25, init_cfg=None):
+        super().__init__(init_cfg)
+        reduce_dims = int(embed_dims * reduce_ratio)
+        self.norm = nn.LayerNorm(embed_dims)
+        self.global_reduce = nn.Linear(embed_dims, reduce_dims)
+        self.local_reduce = nn.Linear(embed_dims, reduce_dims)
+        self.channel_select = nn.Linear(reduce_dims, embed_dims)
+        self.spatial_select = nn.Linear(reduce_dims * 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(x)
+        y_glb = F.gelu(self.global_reduce(y.mean(1, keepdim=True)))  # (B, 1, C/4)
+        y_loc = F.gelu(self.local_reduce(y))  # (B, N, C/4)
+        channel_gate = torch.sigmoid(self.channel_select(y_glb))  # (B, 1, C)
+        spatial_gate = torch.sigmoid(self.spatial_select(
+            torch.cat([y_loc, y_glb.expand_as(y_loc)], dim=-1)))  # (B, N, 1)
+        return x * (channel_gate * spatial_gate)
+
+
+class BiAttnMlp(BaseModule):
+    """LightViT FFN: fc1 -> GELU -> fc2 -> bi-dimensional attention.
+
+    Args:
+        embed_dims (int): Token width C.
+        hidden_dims (int): Hidden width of the FFN.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Shapes:
+        input and output: (B, N, C).
+    """
+
+    def __init__(self, embed_dims: int, hidden_dims: int, init_cfg=None):
+        super().__init__(init_cfg)
+        self.fc1 = nn.Linear(embed_dims, hidden_dims)
+        self.fc2 = nn.Linear(hidden_dims, embed_dims)
+        self.attn = BiAttn(embed_dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(self.fc2(F.gelu(self.fc1(x))))
+
+
+class LightViTBlock(BaseModule):
+    """Pre-norm LightViT block: attention and FFN, each with drop-path.
+
+    Args:
+        embed_dims (int): Token width C.
+        num_heads (int): Number of attention heads.
+        num_tokens (int): Number of global tokens T.
+        mlp_ratio (float): FFN hidden width relative to C.
+        window_size (int): Side of the local windows. Defaults to 7.
+        qkv_bias (bool): Bias in the qkv projections. Defaults to True.
+        drop_path (float): Stochastic depth rate. Defaults to 0.
+        drop_global_tokens (bool): Drop the global tokens after the attention,
+            as the official detection code does in the very last block.
+            Defaults to False.
+        with_cp (bool): Gradient checkpointing. Defaults to False.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Shapes:
+        input: (B, T + H * W, C) and (H, W); output: the same, or
+        (B, H * W, C) when ``drop_global_tokens``.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 num_tokens: int,
+                 mlp_ratio: float,
+                 window_size: int = 7,
+                 qkv_bias: bool = True,
+                 drop_path: float = 0.,
+                 drop_global_tokens: bool = False,
+                 with_cp: bool = False,
+                 init_cfg=None):
+        super().__init__(init_cfg)
+        self.num_tokens = num_tokens
+        self.drop_global_tokens = drop_global_tokens
+        self.with_cp = with_cp
+        self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
+        self.attn = LightViTAttention(embed_dims, num_heads, num_tokens,
+                                      window_size, qkv_bias)
+        self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
+        self.mlp = BiAttnMlp(embed_dims, int(embed_dims * mlp_ratio))
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def _forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+        if self.drop_global_tokens:
+            x = x[:, self.num_tokens:]
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
+        return self._forward(x, hw_shape)
+
+
+class ResidualPatchMerging(BaseModule):
+    """Residual patch merging between LightViT stages (paper Sec. 3.1).
+
+    Image tokens: 2x2 space-to-depth, LayerNorm(4C) + Linear(4C -> C'), plus
+    a residual of 2x2 max-pooling + Linear(C -> C'). Global tokens:
+    LayerNorm(C) + Linear(C -> C'). Odd grids are zero-padded bottom/right
+    first (official detection code), so the output grid is
+    (ceil(H / 2), ceil(W / 2)).
+
+    Args:
+        in_dims (int): Input width C.
+        out_dims (int): Output width C'.
+        num_tokens (int): Number of global tokens T.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Shapes:
+        input: (B, T + H * W, C) and (H, W); output: (B, T + H' * W', C') and
+        (H', W').
+    """
+
+    def __init__(self, in_dims: int, out_dims: int, num_tokens: int, init_cfg=None):
+        super().__init__(init_cfg)
+        self.num_tokens = num_tokens
+        self.norm = nn.LayerNorm(4 * in_dims)
+        self.reduction = nn.Linear(4 * in_dims, out_dims, bias=False)
+        self.norm2 = nn.LayerNorm(in_dims)
+        self.proj = nn.Linear(in_dims, out_dims, bias=False)
+        self.res_proj = nn.Linear(in_dims, out_dims, bias=False)
+
+    def forward(self, x: torch.Tensor,
+                hw_shape: Tuple[int, int]) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        B, _, C = x.shape
+        H, W = hw_shape
+        x_glb, x_img = x[:, :self.num_tokens], x[:, self.num_tokens:]
+        x_img = x_img.reshape(B, H, W, C)
+        if H % 2 or W % 2:
+            x_img = F.pad(x_img, (0, 0, 0, W % 2, 0, H % 2))
+        Ho, Wo = (H + 1) // 2, (W + 1) // 2
+        patches = x_img.view(B, Ho, 2, Wo, 2, C)
+        residual = self.res_proj(patches.amax(dim=(2, 4)).view(B, Ho * Wo, C))
+        # Channel order (row, col) = (0,0), (1,0), (0,1), (1,1), as in Swin.
+        x_img = patches.permute(0, 1, 3, 4, 2, 5).reshape(B, Ho * Wo, 4 * C)
+        x_img = self.reduction(self.norm(x_img)) + residual
+        x_glb = self.proj(self.norm2(x_glb))
+        return torch.cat([x_glb, x_img], dim=1), (Ho, Wo)
+
+
+class LightViT(BaseModule):
+    """LightViT backbone for dense prediction and classification.
+
+    Paper: "LightViT: Towards Light-Weight Convolution-Free Vision
+    Transformers", Huang et al. 2022, https://arxiv.org/abs/2207.05557.
+    Implements the official detection backbone (github.com/hunto/LightViT,
+    ``detection/lightvit.py``) with the official parameter names: a stride-8
+    convolutional stem, learnable global tokens, and three stages of LightViT
+    blocks joined by residual patch merging. Inputs of any size work: grids
+    are padded for the windows and before patch merging.
+
+    Args:
+        arch (str | dict): ``'tiny'``/``'t'``, ``'small'``/``'s'``,
+            ``'base'``/``'b'``, or a dict with the keys ``embed_dims``,
+            ``depths``, ``num_heads``, ``mlp_ratios`` (one entry per stage)
+            and ``num_tokens``. Defaults to ``'tiny'``.
+        in_channels (int): Channels of the input image. Defaults to 3.
+        num_tokens (int, optional): Number of global tokens; None takes the
+            arch's (8 / 16 / 24 for T / S / B). Defaults to None.
+        window_size (int): Side of the local attention windows. Defaults to 7.
+        qkv_bias (bool): Bias in the qkv projections. Defaults to True.
+        drop_path_rate (float): Stochastic depth rate, increased linearly
+            over the blocks from 0. Defaults to 0.1.
+        out_indices (int | Sequence[int]): Stages whose image tokens are
+            output, negatives counted from the end. Defaults to (0, 1, 2).
+        frozen_stages (int): -1 freezes nothing, 0 the stem and global
+            tokens, k the stem and the first k stages (ResNet semantics).
+            Defaults to -1.
+        norm_eval (bool): Keep the stem's BatchNorms in eval mode during
+            training (frozen statistics, as the paper's detection recipe).
+            Defaults to False.
+        with_cp (bool): Gradient checkpointing per block (less memory, slower).
+            Defaults to False.
+        init_cfg (dict | list[dict], optional): Initialization config, e.g.
+            ``dict(type='Pretrained', checkpoint=PATH)``. Defaults to
+            truncated-normal Linear weights (std 0.02) and unit LayerNorms.
+
+    Raises:
+        KeyError: ``arch`` is an unknown name.
+        ValueError: ``arch`` dict lacks a key or has stages of unequal
+            length; ``num_heads`` does not divide a width; ``out_indices``
+            out of range or repeated; ``frozen_stages`` out of range.
+
+    Shapes:
+        input: (B, in_channels, H, W), any H, W >= 1. Output: a tuple with one
+        map per entry of ``out_indices``, (B, C_i, H_i, W_i), with C_i the
+        stage width and H_i = ceil(H / 8 / 2^i) for the default stem.
+
+    Examples:
+        >>> import torch
+        >>> from lightvit_mm.models import LightViT
+        >>> model = LightViT(arch='tiny').eval()
+        >>> for out in model(torch.rand(1, 3, 224, 224)):
+        ...     print(tuple(out.shape))
+        (1, 64, 28, 28)
+        (1, 128, 14, 14)
+        (1, 256, 7, 7)
+    """
+    arch_zoo = {
+        **dict.fromkeys(['t', 'tiny'], {
+            'embed_dims': [64, 128, 256],
+            'depths': [2, 6, 6],
+            'num_heads': [2, 4, 8],
+            'mlp_ratios': [8, 4, 4],
+            'num_tokens': 8,
+        }),
+        **dict.fromkeys(['s', 'small'], {
+            'embed_dims': [96, 192, 384],
+            'depths': [2, 6, 6],
+            'num_heads': [3, 6, 12],
+            'mlp_ratios': [8, 4, 4],
+            'num_tokens': 16,
+        }),
+        **dict.fromkeys(['b', 'base'], {
+            'embed_dims': [128, 256, 512],
+            'depths': [3, 8, 6],
+            'num_heads': [4, 8, 16],
+            'mlp_ratios': [8, 4, 4],
+            'num_tokens': 24,
+        }),
+    }
+    essential_keys = ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'num_tokens')
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 'tiny',
+                 in_channels: int = 3,
+                 num_tokens: Optional[int] = None,
+                 window_size: int = 7,
+                 qkv_bias: bool = True,
+                 drop_path_rate: float = 0.1,
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg=None):
+        if init_cfg is None:
+            init_cfg = [
+                dict(type='TruncNormal', layer='Linear', std=.02, bias=0.),
+                dict(type='Constant', layer='LayerNorm', val=1., bias=0.),
+            ]
+        super().__init__(init_cfg)
+        self.arch_settings = self._parse_arch(arch)
+        self.embed_dims = list(self.arch_settings['embed_dims'])
+        self.depths = list(self.arch_settings['depths'])
+        self.num_stages = len(self.embed_dims)
+        self.num_tokens = (self.arch_settings['num_tokens']
+                           if num_tokens is None else num_tokens)
+        self.out_indices = self._parse_out_indices(out_indices, self.num_stages)
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}] '
+                             f'(-1: none, 0: stem, k: stem + first k stages), '
+                             f'got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+
+        self.patch_embed = ConvStem(in_channels, self.embed_dims[0])
+        self.global_token = nn.Parameter(torch.zeros(1, self.num_tokens, self.embed_dims[0]))
+
+        dpr = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        self.stages = ModuleList()
+        for i, (dims, depth, heads, ratio) in enumerate(zip(
+                self.embed_dims, self.depths, self.arch_settings['num_heads'],
+                self.arch_settings['mlp_ratios'])):
+            layers = []
+            if i > 0:
+                layers.append(ResidualPatchMerging(self.embed_dims[i - 1], dims,
+                                                   self.num_tokens))
+            last_stage = i == self.num_stages - 1
+            for j in range(depth):
+                layers.append(LightViTBlock(
+                    dims, heads, self.num_tokens, ratio, window_size, qkv_bias,
+                    drop_path=dpr[sum(self.depths[:i]) + j],
+                    drop_global_tokens=last_stage and j == depth - 1,
+                    with_cp=with_cp))
+            self.stages.append(Sequential(*layers))
+
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', nn.LayerNorm(self.embed_dims[i], eps=1e-6))
+        self._freeze_stages()
+
+    @classmethod
+    def _parse_arch(cls, arch) -> Dict:
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in cls.arch_zoo:
+                raise KeyError(f'Unknown LightViT arch {arch!r}; accepted: '
+                               f'{sorted(cls.arch_zoo)} or a dict with keys '
+                               f'{list(cls.essential_keys)}')
+            return cls.arch_zoo[key]
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        missing = [k for k in cls.essential_keys if k not in arch]
+        if missing:
+            raise ValueError(f'LightViT arch dict is missing {missing}; it needs '
+                             f'all of {list(cls.essential_keys)}')
+        per_stage = ('embed_dims', 'depths', 'num_heads', 'mlp_ratios')
+        lengths = {k: len(arch[k]) for k in per_stage}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f'LightViT arch entries must have one value per stage, '
+                             f'got lengths {lengths}')
+        for dims, heads in zip(arch['embed_dims'], arch['num_heads']):
+            if dims % heads:
+                raise ValueError(f'num_heads {heads} does not divide embed_dims '
+                                 f'{dims} in arch {arch}')
+        return arch
+
+    @staticmethod
+    def _parse_out_indices(out_indices, num_stages: int) -> Tuple[int, ...]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        if not isinstance(out_indices, Sequence) or not out_indices:
+            raise TypeError('out_indices must be an int or a non-empty sequence '
+                            f'of ints, got {out_indices!r}')
+        parsed = []
+        for index in out_indices:
+            if not isinstance(index, int) or not -num_stages <= index < num_stages:
+                raise ValueError(f'Invalid out_indices {tuple(out_indices)}: each '
+                                 f'must be an int in [{-num_stages}, {num_stages - 1}]')
+            parsed.append(index % num_stages)
+        if len(set(parsed)) != len(parsed):
+            raise ValueError(f'out_indices {tuple(out_indices)} name a stage twice')
+        return tuple(sorted(parsed))
+
+    def init_weights(self):
+        super().init_weights()
+        if self.init_cfg and not isinstance(self.init_cfg, list) \
+                and self.init_cfg.get('type') == 'Pretrained':
+            return
+        trunc_normal_(self.global_token, std=.02)
+
+    def _freeze_stages(self):
+        if self.frozen_stages < 0:
+            return
+        frozen = [self.patch_embed]
+        frozen += [self.stages[i] for i in range(self.frozen_stages)]
+        frozen += [getattr(self, f'norm{i}') for i in self.out_indices
+                   if i < self.frozen_stages]
+        self.global_token.requires_grad = False
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4 or x.shape[1] != self.patch_embed.stem[0].in_channels:
+            raise ValueError(
+                f'LightViT expects images of shape (B, '
+                f'{self.patch_embed.stem[0].in_channels}, H, W), got {tuple(x.shape)}')
+        x, hw_shape = self.patch_embed(x)
+        x = torch.cat([self.global_token.expand(x.shape[0], -1, -1), x], dim=1)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            for layer in stage:
+                if isinstance(layer, ResidualPatchMerging):
+                    x, hw_shape = layer(x, hw_shape)
+                else:
+                    x = layer(x, hw_shape)
+            if i in self.out_indices:
+                H, W = hw_shape
+                out = getattr(self, f'norm{i}')(x[:, -H * W:])
+                outs.append(out.view(-1, H, W, self.embed_dims[i]).permute(
+                    0, 3, 1, 2).contiguous())
+        return tuple(outs)

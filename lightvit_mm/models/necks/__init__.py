@@ -1,0 +1,3 @@
+from .lightvit_fpn import LightViTFPN
+
+__all__ = ['LightViTFPN']

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from lightvit_mm.models import LightViTFPN
+
+
+def backbone_maps(batch=1, size=(50, 66), widths=(64, 128, 256)):
+    h, w = size
+    maps = []
+    for c in widths:
+        maps.append(torch.rand(batch, c, h, w))
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return maps
+
+
+def test_paper_setting_strides_4_to_64():
+    neck = LightViTFPN([64, 128, 256], 256, num_outs=5)
+    neck.init_weights()
+    feats = backbone_maps(2, (50, 66))  # stride-8 maps of a 400x528 image
+    outs = neck(feats)
+    assert [tuple(o.shape) for o in outs] == [
+        (2, 256, 100, 132), (2, 256, 50, 66), (2, 256, 25, 33), (2, 256, 13, 17),
+        (2, 256, 7, 9)]
+    assert type(neck.extra_trans_convs[0].conv).__name__ == 'ConvTranspose2d'
+
+
+@pytest.mark.parametrize('num_extra', [0, 2])
+def test_number_of_transposed_levels(num_extra):
+    neck = LightViTFPN([64, 128, 256], 32, num_outs=3 + num_extra + 1,
+                       num_extra_trans_convs=num_extra)
+    outs = neck(backbone_maps(1, (16, 16)))
+    sides = [o.shape[-1] for o in outs]
+    assert sides == [16 * 2**k for k in range(num_extra, 0, -1)] + [16, 8, 4, 2]
+    assert all(o.shape[1] == 32 for o in outs)
+
+
+def test_extra_convs_on_input_for_retinanet():
+    neck = LightViTFPN([64, 128, 256], 16, num_outs=5, num_extra_trans_convs=0,
+                       add_extra_convs='on_input')
+    outs = neck(backbone_maps(1, (32, 32)))
+    assert [o.shape[-1] for o in outs] == [32, 16, 8, 4, 2]
+    assert neck.fpn_convs[3].conv.in_channels == 256
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r'num_outs \(3\) must be at least'):
+        LightViTFPN([64, 128, 256], 256, num_outs=3, num_extra_trans_convs=1)
+    with pytest.raises(ValueError, match='add_extra_convs must be'):
+        LightViTFPN([64, 128, 256], 256, num_outs=5, add_extra_convs='on_top')
+    neck = LightViTFPN([64, 128, 256], 256, num_outs=5)
+    with pytest.raises(ValueError, match='expects 3 input levels'):
+        neck(backbone_maps()[:2])
