@@ -101,9 +101,12 @@ def test_frozen_stages(frozen_stages):
         assert all(m.training != frozen for m in stage.modules())
         assert all(p.requires_grad != frozen for p in getattr(model, f'norm{i}').parameters())
     # Frozen parameters get no gradient in a training step.
-    sum(o.sum() for o in model(torch.rand(2, 3, 64, 64))).backward()
-    assert model.patch_embed.proj.weight.grad is None
-    assert (model.stages[-1][-1].mlp.fc1.weight.grad is None) == (frozen_stages == 3)
+    if frozen_stages < 3:
+        sum(o.sum() for o in model(torch.rand(2, 3, 64, 64))).backward()
+        assert model.patch_embed.proj.weight.grad is None
+        assert model.stages[-1][-1].mlp.fc1.weight.grad is not None
+    else:
+        assert not any(p.requires_grad for p in model.parameters())
     with pytest.raises(ValueError, match=r'frozen_stages must be in \[-1, 3\]'):
         LightViT(frozen_stages=4)
 
