@@ -12,6 +12,8 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from lightvit_mm.checkpoint import safe_mmengine_checkpoints
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test a checkpoint')
@@ -41,7 +43,8 @@ def main(argv=None):
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     runner = Runner.from_cfg(cfg)
-    runner.test()
+    with safe_mmengine_checkpoints():  # load_from / resume under torch >= 2.6
+        runner.test()
 
 
 if __name__ == '__main__':

@@ -14,6 +14,8 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from lightvit_mm.checkpoint import safe_mmengine_checkpoints
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a model from a config')
@@ -70,7 +72,8 @@ def build_config(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     runner = Runner.from_cfg(build_config(args))
-    runner.train()
+    with safe_mmengine_checkpoints():  # load_from / resume under torch >= 2.6
+        runner.train()
 
 
 if __name__ == '__main__':

@@ -14,6 +14,8 @@ from mmdet.apis import inference_detector, init_detector
 from mmdet.registry import VISUALIZERS
 from mmengine.config import Config
 
+from lightvit_mm.checkpoint import safe_mmengine_checkpoints
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -28,13 +30,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     cfg = Config.fromfile(args.config)
-    model = init_detector(cfg, args.checkpoint, device=args.device)
+    with safe_mmengine_checkpoints():
+        model = init_detector(cfg, args.checkpoint, device=args.device)
     dataset = cfg.val_dataloader.dataset
     img_dir = args.img_dir or osp.join(dataset.data_root, dataset.data_prefix.img)
     names = sorted(os.listdir(img_dir))[:args.num_images]
     if not names:
         raise FileNotFoundError(f'no images in {img_dir}')
-    visualizer = VISUALIZERS.build(model.cfg.visualizer)
+    visualizer = VISUALIZERS.build(dict(model.cfg.visualizer, vis_backends=None))
     visualizer.dataset_meta = model.dataset_meta
     tiles = []
     for name in names:
