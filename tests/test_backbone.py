@@ -173,3 +173,25 @@ def test_matches_official_outputs(official_vectors, mini_arch, case):
     for out, ref in zip(outs, refs):
         assert out.shape == ref.shape
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('as_list', [False, True])
+def test_pretrained_init_cfg_loads_every_parameter(tmp_path, as_list):
+    source = LightViT(arch='tiny')
+    source.init_weights()
+    path = str(tmp_path / 'backbone.pth')
+    torch.save(source.state_dict(), path)
+    init_cfg = dict(type='Pretrained', checkpoint=path)
+    model = LightViT(arch='tiny', init_cfg=[init_cfg] if as_list else init_cfg)
+    model.init_weights()
+    for name, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
+
+
+def test_default_init():
+    model = LightViT(arch='tiny')
+    model.init_weights()
+    assert model.global_token.std().item() == pytest.approx(0.02, rel=0.3)
+    table = model.stages[0][0].attn.relative_position_bias_table
+    assert table.abs().max() > 0 and table.std().item() == pytest.approx(0.02, rel=0.3)
+    assert torch.equal(model.norm0.weight, torch.ones(64))

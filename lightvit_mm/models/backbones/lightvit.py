@@ -513,11 +513,10 @@ class LightViT(BaseModule):
         return tuple(sorted(parsed))
 
     def init_weights(self):
+        if not self.is_init:
+            # Before super(): a 'Pretrained' init_cfg, applied last, overrides it.
+            trunc_normal_(self.global_token, std=.02)
         super().init_weights()
-        if self.init_cfg and not isinstance(self.init_cfg, list) \
-                and self.init_cfg.get('type') == 'Pretrained':
-            return
-        trunc_normal_(self.global_token, std=.02)
 
     def _freeze_stages(self):
         if self.frozen_stages < 0:
