@@ -1,13 +1,14 @@
 """lightvit-mm: LightViT (arXiv:2207.05557) for mmdet, mmseg and mmpretrain.
 
 ``import lightvit_mm`` (or ``custom_imports=dict(imports=['lightvit_mm'])`` in
-a config) registers :class:`LightViT` and :class:`LightViTFPN` in the
-``MODELS`` registry of every installed OpenMMLab package.
+a config) registers :class:`LightViT`, :class:`LightViTFPN` and
+:class:`LightViTClsNeck` in the ``MODELS`` registry of every installed
+OpenMMLab package that uses them.
 """
-from .models import LightViT, LightViTFPN
+from .models import LightViT, LightViTClsNeck, LightViTFPN
 from .registry import register_all_modules
 from .version import __version__
 
 REGISTERED_IN = register_all_modules()
 
-__all__ = ['LightViT', 'LightViTFPN', 'register_all_modules', '__version__']
+__all__ = ['LightViT', 'LightViTClsNeck', 'LightViTFPN', 'register_all_modules', '__version__']

@@ -9,13 +9,13 @@ work whatever the scope. A package that is not installed is skipped.
 import importlib
 from typing import Dict, List
 
-from .models import LightViT, LightViTFPN
+from .models import LightViT, LightViTClsNeck, LightViTFPN
 
 #: registry module of each package -> the classes registered there
 TARGETS: Dict[str, List[type]] = {
     'mmdet.registry': [LightViT, LightViTFPN],
     'mmseg.registry': [LightViT, LightViTFPN],
-    'mmpretrain.registry': [LightViT],
+    'mmpretrain.registry': [LightViT, LightViTClsNeck],
 }
 
 

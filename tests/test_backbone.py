@@ -195,3 +195,13 @@ def test_default_init():
     table = model.stages[0][0].attn.relative_position_bias_table
     assert table.abs().max() > 0 and table.std().item() == pytest.approx(0.02, rel=0.3)
     assert torch.equal(model.norm0.weight, torch.ones(64))
+
+
+def test_raw_tokens_keep_global_tokens():
+    model = LightViT(arch='tiny', out_type='raw', out_indices=(0, 2)).eval()
+    assert not any(name.startswith('norm') for name, _ in model.named_children())
+    outs = model(torch.rand(2, 3, 100, 70))
+    # 100x70 -> 13x9 tokens at stride 8, 4x3 at stride 32, plus 8 global tokens.
+    assert [tuple(o.shape) for o in outs] == [(2, 8 + 13 * 9, 64), (2, 8 + 4 * 3, 256)]
+    with pytest.raises(ValueError, match="out_type must be 'featmap' or 'raw'"):
+        LightViT(out_type='tokens')

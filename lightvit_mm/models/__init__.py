@@ -1,4 +1,4 @@
 from .backbones import LightViT
-from .necks import LightViTFPN
+from .necks import LightViTClsNeck, LightViTFPN
 
-__all__ = ['LightViT', 'LightViTFPN']
+__all__ = ['LightViT', 'LightViTClsNeck', 'LightViTFPN']

@@ -362,6 +362,13 @@ class LightViT(BaseModule):
             Defaults to False.
         with_cp (bool): Gradient checkpointing per block (less memory, slower).
             Defaults to False.
+        out_type (str): ``'featmap'``: image tokens as NCHW maps after the
+            per-output LayerNorms ``norm{i}``, global tokens dropped after the
+            attention of the very last block (official detection backbone).
+            ``'raw'``: the tokens (B, T + H_i * W_i, C_i), global tokens first
+            and kept through the last block, with no output norm (official
+            classification model; see :class:`LightViTClsNeck`).
+            Defaults to ``'featmap'``.
         init_cfg (dict | list[dict], optional): Initialization config, e.g.
             ``dict(type='Pretrained', checkpoint=PATH)``. Defaults to
             truncated-normal Linear weights (std 0.02) and unit LayerNorms.
@@ -370,12 +377,14 @@ class LightViT(BaseModule):
         KeyError: ``arch`` is an unknown name.
         ValueError: ``arch`` dict lacks a key or has stages of unequal
             length; ``num_heads`` does not divide a width; ``out_indices``
-            out of range or repeated; ``frozen_stages`` out of range.
+            out of range or repeated; ``frozen_stages`` out of range; an
+            unknown ``out_type``.
 
     Shapes:
         input: (B, in_channels, H, W), any H, W >= 1. Output: a tuple with one
-        map per entry of ``out_indices``, (B, C_i, H_i, W_i), with C_i the
-        stage width and H_i = ceil(H / 8 / 2^i) for the default stem.
+        entry per ``out_indices``: (B, C_i, H_i, W_i) maps (``'featmap'``) or
+        (B, T + H_i * W_i, C_i) tokens (``'raw'``), with C_i the stage width
+        and H_i = ceil(H / 8 / 2^i) for the default stem.
 
     Examples:
         >>> import torch
@@ -423,6 +432,7 @@ class LightViT(BaseModule):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 out_type: str = 'featmap',
                  init_cfg=None):
         if init_cfg is None:
             init_cfg = [
@@ -443,6 +453,9 @@ class LightViT(BaseModule):
                              f'got {frozen_stages}')
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        if out_type not in ('featmap', 'raw'):
+            raise ValueError(f"out_type must be 'featmap' or 'raw', got {out_type!r}")
+        self.out_type = out_type
 
         self.patch_embed = ConvStem(in_channels, self.embed_dims[0])
         self.global_token = nn.Parameter(torch.zeros(1, self.num_tokens, self.embed_dims[0]))
@@ -461,12 +474,14 @@ class LightViT(BaseModule):
                 layers.append(LightViTBlock(
                     dims, heads, self.num_tokens, ratio, window_size, qkv_bias,
                     drop_path=dpr[sum(self.depths[:i]) + j],
-                    drop_global_tokens=last_stage and j == depth - 1,
+                    drop_global_tokens=(out_type == 'featmap' and last_stage
+                                        and j == depth - 1),
                     with_cp=with_cp))
             self.stages.append(Sequential(*layers))
 
-        for i in self.out_indices:
-            self.add_module(f'norm{i}', nn.LayerNorm(self.embed_dims[i], eps=1e-6))
+        if out_type == 'featmap':
+            for i in self.out_indices:
+                self.add_module(f'norm{i}', nn.LayerNorm(self.embed_dims[i], eps=1e-6))
         self._freeze_stages()
 
     @classmethod
@@ -524,7 +539,7 @@ class LightViT(BaseModule):
         frozen = [self.patch_embed]
         frozen += [self.stages[i] for i in range(self.frozen_stages)]
         frozen += [getattr(self, f'norm{i}') for i in self.out_indices
-                   if i < self.frozen_stages]
+                   if i < self.frozen_stages and hasattr(self, f'norm{i}')]
         self.global_token.requires_grad = False
         for module in frozen:
             module.eval()
@@ -554,7 +569,9 @@ class LightViT(BaseModule):
                     x, hw_shape = layer(x, hw_shape)
                 else:
                     x = layer(x, hw_shape)
-            if i in self.out_indices:
+            if i in self.out_indices and self.out_type == 'raw':
+                outs.append(x)
+            elif i in self.out_indices:
                 H, W = hw_shape
                 out = getattr(self, f'norm{i}')(x[:, -H * W:])
                 outs.append(out.view(-1, H, W, self.embed_dims[i]).permute(
