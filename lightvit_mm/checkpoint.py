@@ -1,5 +1,5 @@
 # Copyright (c) lightvit-mm contributors. Licensed under the Apache License 2.0.
-"""Safe loading of mmengine's own checkpoints with torch >= 2.6.
+"""Reading checkpoints: safely, and whatever their wrapping.
 
 torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine 0.10.7
 checkpoints carry, besides tensors, the runner's message hub: ``HistoryBuffer``
@@ -9,10 +9,19 @@ pickled through ``builtins.getattr``. So ``load_from``, ``--resume`` and
 context manager below allow-lists exactly those globals. The weights-only
 unpickler only *calls* allow-listed callables, so a file can still build
 nothing else.
+
+The official LightViT checkpoints come as raw state dicts, as
+``{'state_dict': ...}`` or in the training format ``{'epoch', 'model',
+'ema_model', 'optimizer'}``; OpenMMLab checkpoints prefix the backbone with
+``backbone.``. :func:`extract_state_dict` and :func:`strip_prefixes` unwrap
+them all.
 """
 import builtins
 import contextlib
-from typing import Iterator, List
+import os.path as osp
+import pickle
+import re
+from typing import Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -37,3 +46,146 @@ def safe_mmengine_checkpoints() -> Iterator[None]:
     checkpoints; anything else not allow-listed still fails to load."""
     with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
         yield
+
+
+def load_checkpoint_file(filename: str, map_location='cpu', weights_only: bool = True):
+    """Read a checkpoint file or URL, weights-only by default.
+
+    Local files are read with ``torch.load(weights_only=weights_only)`` with
+    mmengine's own globals allowed (:func:`safe_mmengine_checkpoints`); other
+    locations (``http(s)://``, ``s3://``, ...) go through mmengine's
+    ``CheckpointLoader``, also weights-only.
+
+    Args:
+        filename (str): Path or URL.
+        map_location (str | torch.device): Where tensors go. Defaults to 'cpu'.
+        weights_only (bool): False unpickles anything (only for files you
+            trust; local files only). Defaults to True.
+
+    Returns:
+        The loaded object (usually a dict).
+
+    Raises:
+        FileNotFoundError: a local ``filename`` does not exist.
+        RuntimeError: weights-only loading refused the file; the message says
+            what it held and how to opt out.
+    """
+    from mmengine.runner.checkpoint import CheckpointLoader
+    is_local = '://' not in filename
+    if is_local and not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint file {filename!r} does not exist')
+    try:
+        with safe_mmengine_checkpoints():
+            if is_local:
+                return torch.load(filename, map_location=map_location,
+                                  weights_only=weights_only)
+            return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+    except pickle.UnpicklingError as error:
+        raise RuntimeError(
+            f'{filename} holds objects that weights-only loading refuses '
+            f'({str(error).splitlines()[0]}). If you trust the file, load it with '
+            "weights_only=False (e.g. init_cfg=dict(type='Pretrained', "
+            "checkpoint=..., weights_only=False)).") from error
+
+
+def extract_state_dict(checkpoint, checkpoint_key: str = 'model'):
+    """The state dict inside a checkpoint, whatever its wrapping.
+
+    Accepted: ``{'state_dict': ...}`` (mmengine, the official converter),
+    the official training format ``{'epoch', 'model', 'ema_model',
+    'optimizer'}`` (``checkpoint_key`` picks ``'model'`` or ``'ema_model'``),
+    or a raw state dict of tensors.
+
+    Returns:
+        tuple: (state dict, a short description of where it was found).
+
+    Raises:
+        KeyError: ``checkpoint_key`` is not ``'model'``/``'ema_model'``, or
+            ``'ema_model'`` was asked for and the checkpoint has none.
+        ValueError: the object is none of the accepted formats.
+    """
+    if checkpoint_key not in ('model', 'ema_model'):
+        raise KeyError(f"checkpoint_key must be 'model' or 'ema_model', got {checkpoint_key!r}")
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f'a checkpoint must be a dict, got {type(checkpoint).__name__}')
+    if checkpoint_key == 'ema_model' and not isinstance(checkpoint.get('ema_model'), dict):
+        raise KeyError("checkpoint_key='ema_model' but the checkpoint has no 'ema_model' "
+                       f'(top-level keys: {sorted(checkpoint)[:10]})')
+    if isinstance(checkpoint.get('state_dict'), dict):
+        return checkpoint['state_dict'], "['state_dict']"
+    if isinstance(checkpoint.get(checkpoint_key), dict):
+        return checkpoint[checkpoint_key], f"[{checkpoint_key!r}]"
+    if checkpoint and all(torch.is_tensor(v) for v in checkpoint.values()):
+        return checkpoint, 'a raw state dict'
+    raise ValueError('unrecognised checkpoint format: expected a state dict, '
+                     "{'state_dict': ...} or the official {'model', 'ema_model', ...}; "
+                     f'top-level keys: {sorted(map(str, checkpoint))[:10]}')
+
+
+def strip_prefixes(state_dict, prefix: Optional[str] = None):
+    """Remove ``module.`` (DataParallel/DDP) and a sub-module prefix.
+
+    With ``prefix`` (e.g. ``'backbone.'``) only keys under it are kept; with
+    None, ``'backbone.'`` is taken when any key has it (an mmdet, mmseg or
+    mmpretrain checkpoint), else the keys are kept as they are.
+    """
+    state_dict = {re.sub(r'^(module\.)+', '', k): v for k, v in state_dict.items()}
+    if prefix is None and any(k.startswith('backbone.') for k in state_dict):
+        prefix = 'backbone.'
+    if prefix:
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return state_dict
+
+
+#: top-level modules of the official classifier that a backbone does not have
+CLASSIFIER_PARTS = ('norm', 'neck', 'head')
+
+#: official classifier module -> the mmpretrain classifier's
+#: (``LightViT`` backbone, ``LightViTClsNeck`` neck, ``LinearClsHead`` head)
+OFFICIAL_TO_MMPRETRAIN = {'norm.': 'neck.norm.', 'neck.': 'neck.proj.', 'head.': 'head.fc.'}
+
+
+def official_to_mmpretrain(state_dict):
+    """Rename an official LightViT classifier state dict for mmpretrain's
+    ``ImageClassifier(LightViT, LightViTClsNeck, LinearClsHead)``: backbone
+    keys get ``backbone.``, and ``norm.``/``neck.``/``head.`` become
+    ``neck.norm.``/``neck.proj.``/``head.fc.``."""
+    converted = {}
+    for key, value in state_dict.items():
+        prefix = next((p for p in OFFICIAL_TO_MMPRETRAIN if key.startswith(p)), None)
+        new_key = (OFFICIAL_TO_MMPRETRAIN[prefix] + key[len(prefix):] if prefix
+                   else 'backbone.' + key)
+        converted[new_key] = value
+    return converted
+
+
+def infer_lightvit_arch(state_dict) -> dict:
+    """The ``LightViT`` arguments that an official-layout state dict was made
+    with: ``arch`` (a dict), ``window_size``, and, when the classifier parts
+    are present, ``neck_dims`` and ``num_classes``.
+
+    Raises:
+        KeyError: the state dict is not a LightViT one.
+    """
+    if 'global_token' not in state_dict or 'stages.0.0.attn.qkv.weight' not in state_dict:
+        raise KeyError('not a LightViT state dict: no global_token or '
+                       f'stages.0.0.attn.qkv.weight among {list(state_dict)[:5]}...')
+    stages = sorted({int(k.split('.')[1]) for k in state_dict if k.startswith('stages.')})
+    arch = dict(embed_dims=[], depths=[], num_heads=[], mlp_ratios=[],
+                num_tokens=state_dict['global_token'].shape[1])
+    for i in stages:
+        first = 1 if i > 0 else 0  # stages i > 0 start with the patch merging
+        blocks = {int(k.split('.')[2]) for k in state_dict
+                  if k.startswith(f'stages.{i}.') and '.attn.qkv.' in k}
+        prefix = f'stages.{i}.{first}.'
+        dims = state_dict[prefix + 'norm1.weight'].shape[0]
+        arch['embed_dims'].append(dims)
+        arch['depths'].append(len(blocks))
+        arch['num_heads'].append(state_dict[prefix + 'attn.relative_position_bias_table'].shape[1])
+        arch['mlp_ratios'].append(state_dict[prefix + 'mlp.fc1.weight'].shape[0] / dims)
+    table = state_dict['stages.0.0.attn.relative_position_bias_table'].shape[0]
+    info = dict(arch=arch, window_size=(int(round(table**0.5)) + 1) // 2)
+    if 'head.weight' in state_dict:
+        info.update(num_classes=state_dict['head.weight'].shape[0],
+                    neck_dims=state_dict['head.weight'].shape[1])
+    return info

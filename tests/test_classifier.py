@@ -3,6 +3,7 @@ import torch
 from mmpretrain.registry import MODELS
 
 import lightvit_mm  # noqa: F401 (registers the classes)
+from lightvit_mm.checkpoint import official_to_mmpretrain
 
 
 def build_classifier(arch, neck_dim, num_classes):
@@ -14,19 +15,10 @@ def build_classifier(arch, neck_dim, num_classes):
         head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=neck_dim)))
 
 
-def official_to_classifier(state_dict):
-    mapping = {'norm.': 'neck.norm.', 'neck.': 'neck.proj.', 'head.': 'head.fc.'}
-    out = {}
-    for key, value in state_dict.items():
-        prefix = next((p for p in mapping if key.startswith(p)), None)
-        out[mapping[prefix] + key[len(prefix):] if prefix else 'backbone.' + key] = value
-    return out
-
-
 def test_classifier_matches_official_logits(official_vectors, mini_arch):
     model = build_classifier(mini_arch, official_vectors['cls_neck_dim'],
                              official_vectors['cls_num_classes'])
-    model.load_state_dict(official_to_classifier(official_vectors['cls_state_dict']),
+    model.load_state_dict(official_to_mmpretrain(official_vectors['cls_state_dict']),
                           strict=True)
     model.eval()
     with torch.no_grad():

@@ -6,7 +6,7 @@ Module and parameter names follow the official implementation
 github.com/hunto/image_classification_sota, ``lib/models/lightvit.py``) so
 that the official checkpoints load without renaming.
 """
-import math
+import logging
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -16,7 +16,11 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList, Sequential
 from mmengine.model.weight_init import trunc_normal_
+from mmengine.logging import print_log
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from lightvit_mm.checkpoint import (CLASSIFIER_PARTS, extract_state_dict, load_checkpoint_file,
+                                    strip_prefixes)
 
 
 class ConvStem(BaseModule):
@@ -369,9 +373,13 @@ class LightViT(BaseModule):
             and kept through the last block, with no output norm (official
             classification model; see :class:`LightViTClsNeck`).
             Defaults to ``'featmap'``.
-        init_cfg (dict | list[dict], optional): Initialization config, e.g.
-            ``dict(type='Pretrained', checkpoint=PATH)``. Defaults to
-            truncated-normal Linear weights (std 0.02) and unit LayerNorms.
+        init_cfg (dict | list[dict], optional): Initialization config.
+            Defaults to truncated-normal Linear weights (std 0.02) and unit
+            LayerNorms. ``dict(type='Pretrained', checkpoint=PATH)`` loads
+            an official or OpenMMLab checkpoint through
+            :meth:`load_pretrained`; its other keys (``prefix``,
+            ``checkpoint_key``, ``global_token_init``, ``weights_only``,
+            ``map_location``) are passed on.
 
     Raises:
         KeyError: ``arch`` is an unknown name.
@@ -528,10 +536,113 @@ class LightViT(BaseModule):
         return tuple(sorted(parsed))
 
     def init_weights(self):
-        if not self.is_init:
-            # Before super(): a 'Pretrained' init_cfg, applied last, overrides it.
-            trunc_normal_(self.global_token, std=.02)
-        super().init_weights()
+        if self.is_init:
+            return super().init_weights()  # mmengine warns and does nothing
+        original = self.init_cfg
+        cfgs = original if isinstance(original, list) else [original]
+        pretrained = [c for c in cfgs if c and c.get('type') == 'Pretrained']
+        trunc_normal_(self.global_token, std=.02)
+        # mmengine's PretrainedInit loads non-strictly and knows only
+        # {'state_dict': ...}: load the official formats ourselves instead.
+        self.init_cfg = [c for c in cfgs if c and c not in pretrained] or None
+        try:
+            super().init_weights()
+        finally:
+            self.init_cfg = original
+        for cfg in pretrained:
+            kwargs = {k: v for k, v in cfg.items() if k != 'type'}
+            self.load_pretrained(**kwargs)
+
+    def load_pretrained(self,
+                        checkpoint: str,
+                        prefix: Optional[str] = None,
+                        checkpoint_key: str = 'model',
+                        global_token_init: str = 'strict',
+                        weights_only: bool = True,
+                        map_location='cpu') -> Dict[str, list]:
+        """Load backbone weights from an official or OpenMMLab checkpoint.
+
+        Accepts a raw state dict, ``{'state_dict': ...}``, the official
+        training format ``{'model', 'ema_model', ...}``, and checkpoints of
+        whole mmdet/mmseg/mmpretrain models (``backbone.`` prefix) or of
+        wrapped models (``module.``). The official classifier's ``norm``,
+        ``neck`` and ``head`` are skipped quietly; every other difference is
+        logged, and a checkpoint that matches nothing fails.
+
+        Args:
+            checkpoint (str): Path or URL of the checkpoint.
+            prefix (str, optional): Load only the keys under this prefix
+                (e.g. ``'backbone.'``); None takes ``backbone.`` when present.
+            checkpoint_key (str): ``'model'`` or ``'ema_model'`` for official
+                training checkpoints. Defaults to ``'model'``.
+            global_token_init (str): What to do when the checkpoint has another
+                number of global tokens than the model: ``'strict'`` fails,
+                ``'repeat'`` tiles the checkpoint's tokens to the model's
+                count (cut at the end). Tiling keeps the network's function:
+                attention over k identical copies equals attention over one.
+                Defaults to ``'strict'``.
+            weights_only (bool): Refuse pickled objects other than tensors and
+                mmengine's own. Defaults to True.
+            map_location (str): Where tensors are loaded. Defaults to 'cpu'.
+
+        Returns:
+            dict: the names ``loaded``, ``missing`` (model keys not in the
+            checkpoint), ``unexpected`` (checkpoint keys not in the model)
+            and ``ignored`` (classifier parts).
+
+        Raises:
+            FileNotFoundError: the file does not exist.
+            KeyError: no checkpoint key matches the backbone.
+            ValueError: a tensor's shape differs from the model's, or the
+                global-token count differs under ``'strict'``.
+        """
+        if global_token_init not in ('strict', 'repeat'):
+            raise ValueError(f"global_token_init must be 'strict' or 'repeat', "
+                             f'got {global_token_init!r}')
+        raw = load_checkpoint_file(checkpoint, map_location, weights_only)
+        state_dict, source = extract_state_dict(raw, checkpoint_key)
+        state_dict = strip_prefixes(state_dict, prefix)
+        own = self.state_dict()
+        ignored = [k for k in state_dict
+                   if k not in own and k.split('.')[0] in CLASSIFIER_PARTS]
+        state_dict = {k: v for k, v in state_dict.items() if k not in ignored}
+        loaded = [k for k in state_dict if k in own]
+        if not loaded:
+            raise KeyError(
+                f'no key of {checkpoint} (state dict from {source}, first keys '
+                f'{list(state_dict)[:5]}) matches the LightViT backbone (e.g. '
+                f"{list(own)[:3]}). Is it a LightViT checkpoint? Set init_cfg's "
+                "prefix to the backbone's prefix, if it has one.")
+        tokens, own_tokens = state_dict.get('global_token'), own['global_token']
+        if (tokens is not None and tokens.dim() == 3 and tokens.shape[2] == own_tokens.shape[2]
+                and tokens.shape[1] != own_tokens.shape[1]):
+            if global_token_init != 'repeat':
+                raise ValueError(
+                    f'{checkpoint} has {tokens.shape[1]} global tokens '
+                    f'{tuple(tokens.shape)}, the model {self.num_tokens} '
+                    f'{tuple(own_tokens.shape)}: build the model with '
+                    f'num_tokens={tokens.shape[1]}, or add '
+                    "global_token_init='repeat' to the Pretrained init_cfg to tile "
+                    "the checkpoint's tokens")
+            repeats = -(-self.num_tokens // tokens.shape[1])
+            state_dict['global_token'] = tokens.repeat(1, repeats, 1)[:, :self.num_tokens]
+            print_log(f'global_token: tiled the checkpoint\'s {tokens.shape[1]} tokens '
+                      f'to {self.num_tokens}', logger='current')
+        mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+                      for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
+        if mismatched:
+            raise ValueError(f'shapes in {checkpoint} differ from the model: '
+                             + '; '.join(mismatched))
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        self.load_state_dict(state_dict, strict=False)
+        print_log(f'LightViT: loaded {len(loaded)}/{len(own)} tensors from {checkpoint} '
+                  f'({source}); skipped {len(ignored)} classifier keys; missing: '
+                  f'{missing or "none"}; unexpected: {unexpected or "none"}',
+                  logger='current',
+                  level=logging.WARNING if unexpected or any(
+                      not k.startswith('norm') for k in missing) else logging.INFO)
+        return dict(loaded=loaded, missing=missing, unexpected=unexpected, ignored=ignored)
 
     def _freeze_stages(self):
         if self.frozen_stages < 0:

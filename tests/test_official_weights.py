@@ -1,0 +1,164 @@
+"""Loading official LightViT checkpoints in every released format."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+from lightvit_mm.checkpoint import infer_lightvit_arch, official_to_mmpretrain
+from lightvit_mm.models import LightViT
+
+
+@pytest.fixture
+def cls_state(official_vectors):
+    return official_vectors['cls_state_dict']
+
+
+def backbone_keys(state_dict):
+    return {k: v for k, v in state_dict.items() if k.split('.')[0] not in ('norm', 'neck', 'head')}
+
+
+def pretrained_model(mini_arch, path, **kwargs):
+    model = LightViT(arch=mini_arch, init_cfg=dict(type='Pretrained', checkpoint=path, **kwargs))
+    model.init_weights()
+    return model
+
+
+def assert_loaded(model, expected):
+    state = model.state_dict()
+    for key, value in expected.items():
+        assert torch.equal(state[key], value), key
+
+
+FORMATS = {
+    'raw': lambda sd: dict(sd),
+    'state_dict': lambda sd: {'state_dict': dict(sd)},
+    'training': lambda sd: {'epoch': 299, 'model': dict(sd), 'optimizer': {'lr': 1e-6},
+                            'ema_model': {k: v + 1 for k, v in sd.items()}},
+    'mmpretrain': lambda sd: {'state_dict': official_to_mmpretrain(sd),
+                              'meta': {'epoch': 300}},
+    'ddp': lambda sd: {'state_dict': {'module.' + k: v for k, v in sd.items()}},
+    'mmdet_ddp': lambda sd: {'state_dict': {'module.backbone.' + k: v
+                                            for k, v in backbone_keys(sd).items()}},
+}
+
+
+@pytest.mark.parametrize('fmt', sorted(FORMATS))
+def test_formats_load_every_backbone_tensor(tmp_path, mini_arch, cls_state, fmt):
+    path = str(tmp_path / f'{fmt}.pth')
+    torch.save(FORMATS[fmt](cls_state), path)
+    model = LightViT(arch=mini_arch)
+    report = model.load_pretrained(path)
+    assert_loaded(model, backbone_keys(cls_state))
+    assert report['unexpected'] == []
+    assert report['missing'] == ['norm0.weight', 'norm0.bias', 'norm1.weight', 'norm1.bias',
+                                 'norm2.weight', 'norm2.bias']  # output norms: detection only
+    expected_ignored = 0 if fmt == 'mmdet_ddp' else 8 if fmt != 'mmpretrain' else 0
+    assert len(report['ignored']) == expected_ignored
+
+
+def test_ema_weights_on_request(tmp_path, mini_arch, cls_state):
+    path = str(tmp_path / 'training.pth')
+    torch.save(FORMATS['training'](cls_state), path)
+    model = pretrained_model(mini_arch, path, checkpoint_key='ema_model')
+    assert_loaded(model, {k: v + 1 for k, v in backbone_keys(cls_state).items()})
+    raw = str(tmp_path / 'raw.pth')
+    torch.save(dict(cls_state), raw)
+    with pytest.raises(KeyError, match="no 'ema_model'"):
+        pretrained_model(mini_arch, raw, checkpoint_key='ema_model')
+
+
+def test_detection_checkpoint_through_init_cfg_gives_official_outputs(
+        tmp_path, mini_arch, official_vectors):
+    path = str(tmp_path / 'det.pth')
+    torch.save({'state_dict': official_vectors['det_state_dict']}, path)
+    model = pretrained_model(mini_arch, path).eval()
+    with torch.no_grad():
+        outs = model(official_vectors['det_input'])
+    for out, ref in zip(outs, official_vectors['det_outputs']):
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_global_token_count(tmp_path, mini_arch, official_vectors):
+    path = str(tmp_path / 'det.pth')
+    torch.save(official_vectors['det_state_dict'], path)
+    with pytest.raises(ValueError, match=r"has 4 global tokens .* the model 10 .*"
+                       r"num_tokens=4.*global_token_init='repeat'"):
+        pretrained_model(dict(mini_arch, num_tokens=10), path)
+    tiled = pretrained_model(dict(mini_arch, num_tokens=10), path,
+                             global_token_init='repeat').eval()
+    tokens = official_vectors['det_state_dict']['global_token']
+    assert torch.equal(tiled.global_token, torch.cat([tokens, tokens, tokens[:, :2]], 1))
+    # Whole copies keep the network's function: 8 tokens = 2 x the checkpoint's 4.
+    doubled = pretrained_model(dict(mini_arch, num_tokens=8), path,
+                               global_token_init='repeat').eval()
+    with torch.no_grad():
+        outs = doubled(official_vectors['det_input_even'])
+    for out, ref in zip(outs, official_vectors['det_outputs_even']):
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_errors(tmp_path, mini_arch, cls_state):
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        pretrained_model(mini_arch, str(tmp_path / 'missing.pth'))
+    other = str(tmp_path / 'resnet.pth')
+    torch.save({'state_dict': {'conv1.weight': torch.zeros(64, 3, 7, 7),
+                               'layer1.0.bn1.weight': torch.zeros(64)}}, other)
+    with pytest.raises(KeyError, match=r"no key of .*resnet.pth.*conv1.weight.*matches"):
+        pretrained_model(mini_arch, other)
+    wider = dict(mini_arch, embed_dims=[32, 32, 64], num_heads=[1, 2, 4])
+    raw = str(tmp_path / 'raw.pth')
+    torch.save(dict(cls_state), raw)
+    with pytest.raises(ValueError, match=r'global_token: checkpoint \(1, 4, 16\) vs '
+                       r'model \(1, 4, 32\)'):
+        pretrained_model(wider, raw)
+    with pytest.raises(ValueError, match='unrecognised checkpoint format'):
+        torch.save({'epoch': 3, 'weights': [1, 2]}, raw)
+        pretrained_model(mini_arch, raw)
+
+
+class Custom:
+    pass
+
+
+def test_weights_only_by_default(tmp_path, mini_arch, cls_state):
+    path = str(tmp_path / 'pickled.pth')
+    torch.save({'state_dict': dict(cls_state), 'extra': Custom()}, path)
+    with pytest.raises(RuntimeError, match='weights_only=False'):
+        pretrained_model(mini_arch, path)
+    model = pretrained_model(mini_arch, path, weights_only=False)
+    assert_loaded(model, backbone_keys(cls_state))
+
+
+def test_infer_arch(official_vectors, mini_arch):
+    info = infer_lightvit_arch(official_vectors['cls_state_dict'])
+    assert info['arch'] == dict(mini_arch, mlp_ratios=[4.0, 2.0, 2.0])
+    assert info['window_size'] == 7
+    assert (info['num_classes'], info['neck_dims']) == (10, 48)
+
+
+@pytest.mark.parametrize('target', ['mmpretrain', 'backbone'])
+def test_converter(tmp_path, official_vectors, mini_arch, target):
+    src = str(tmp_path / 'official.ckpt')
+    torch.save({'epoch': 1, 'model': official_vectors['cls_state_dict'],
+                'ema_model': official_vectors['cls_state_dict']}, src)
+    dst = str(tmp_path / 'out' / 'converted.pth')
+    tool = osp.join(REPO, 'tools/model_converters/lightvit_official_to_mm.py')
+    run = subprocess.run([sys.executable, tool, src, dst, '--to', target],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert 'outputs verified equal' in run.stdout
+    state = torch.load(dst, weights_only=True)['state_dict']
+    if target == 'mmpretrain':
+        expected = official_to_mmpretrain(official_vectors['cls_state_dict'])
+        assert list(state) == list(expected)
+        assert all(torch.equal(state[k], v) for k, v in expected.items())
+    else:
+        model = LightViT(arch=mini_arch)
+        model.load_pretrained(dst)
+        assert_loaded(model, backbone_keys(official_vectors['cls_state_dict']))
+    again = subprocess.run([sys.executable, tool, src, dst], capture_output=True, text=True)
+    assert again.returncode != 0 and 'pass --force' in again.stderr
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['converted.pth']
