@@ -86,6 +86,9 @@ def test_bad_input():
         model(torch.rand(3, 64, 64))
     with pytest.raises(ValueError, match=r'\(B, 3, H, W\), got \(1, 1, 64, 64\)'):
         model(torch.rand(1, 1, 64, 64))
+    with pytest.raises(ValueError, match=r'at least 8x8 pixels .*got 7x64'):
+        model(torch.rand(1, 3, 7, 64))
+    assert model(torch.rand(1, 3, 8, 8))[2].shape == (1, 256, 1, 1)
 
 
 @pytest.mark.parametrize('frozen_stages', [0, 1, 3])

@@ -386,10 +386,11 @@ class LightViT(BaseModule):
         ValueError: ``arch`` dict lacks a key or has stages of unequal
             length; ``num_heads`` does not divide a width; ``out_indices``
             out of range or repeated; ``frozen_stages`` out of range; an
-            unknown ``out_type``.
+            unknown ``out_type``. In ``forward``: an input that is not
+            (B, in_channels, H, W) or is smaller than 8x8.
 
     Shapes:
-        input: (B, in_channels, H, W), any H, W >= 1. Output: a tuple with one
+        input: (B, in_channels, H, W), any H, W >= 8. Output: a tuple with one
         entry per ``out_indices``: (B, C_i, H_i, W_i) maps (``'featmap'``) or
         (B, T + H_i * W_i, C_i) tokens (``'raw'``), with C_i the stage width
         and H_i = ceil(H / 8 / 2^i) for the default stem.
@@ -428,6 +429,7 @@ class LightViT(BaseModule):
         }),
     }
     essential_keys = ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'num_tokens')
+    stem_stride = 8
 
     def __init__(self,
                  arch: Union[str, Dict] = 'tiny',
@@ -671,6 +673,10 @@ class LightViT(BaseModule):
             raise ValueError(
                 f'LightViT expects images of shape (B, '
                 f'{self.patch_embed.stem[0].in_channels}, H, W), got {tuple(x.shape)}')
+        if min(x.shape[2:]) < self.stem_stride:
+            raise ValueError(f'LightViT needs images of at least {self.stem_stride}x'
+                             f'{self.stem_stride} pixels (the stem\'s stride), got '
+                             f'{x.shape[2]}x{x.shape[3]}')
         x, hw_shape = self.patch_embed(x)
         x = torch.cat([self.global_token.expand(x.shape[0], -1, -1), x], dim=1)
         outs = []
