@@ -1,5 +1,7 @@
 # lightvit-mm: `make demo` (the CPU demo) and `make test` (the test suite) set up
 # .venv by themselves (tools/setup_env.sh; a no-op when it is up to date).
+# `make demo-full` runs the whole pipeline (pretrain, detect, segment) into report/;
+# PIPELINE_OPTIONS passes budgets, e.g. PIPELINE_OPTIONS="--det-iters 300".
 PY := .venv/bin/python
 DATA ?= data/digits
 WORK_DIR ?= work_dirs/digits_demo
@@ -9,7 +11,7 @@ DATA_OPTIONS := train_dataloader.dataset.data_root=$(DATA)/ \
 	val_evaluator.ann_file=$(DATA)/annotations/instances_val.json \
 	test_evaluator.ann_file=$(DATA)/annotations/instances_val.json
 
-.PHONY: setup test demo
+.PHONY: setup test demo demo-full
 
 setup:
 	bash tools/setup_env.sh
@@ -20,5 +22,8 @@ test: setup
 demo: setup
 	$(PY) tools/dataset_converters/build_digits.py --out $(DATA)
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(WORK_DIR) --cfg-options $(DATA_OPTIONS)
-	$(PY) tools/analysis/visualize_det.py $(DEMO_CONFIG) "$$(cat $(WORK_DIR)/last_checkpoint)" \
+	$(PY) tools/analysis/visualize_predictions.py $(DEMO_CONFIG) "$$(cat $(WORK_DIR)/last_checkpoint)" \
 		--img-dir $(DATA)/val --out $(WORK_DIR)/val_predictions.png
+
+demo-full: setup
+	$(PY) tools/digits_pipeline.py --data-dir $(dir $(DATA)) $(PIPELINE_OPTIONS)

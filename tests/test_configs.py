@@ -10,9 +10,24 @@ from mmengine.registry import DefaultScope, init_default_scope
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True))
 
 
+#: the least number of configs each package folder must hold (issue 3: Mask R-CNN
+#: 1x and 3x, RetinaNet, UPerNet and ImageNet configs for T, S and B)
+MIN_CONFIGS = {'mmdet': 6, 'mmseg': 3, 'mmpretrain': 3}
+#: stage widths per arch, and the official ImageNet checkpoint of each
+WIDTHS = {'tiny': [64, 128, 256], 'small': [96, 192, 384], 'base': [128, 256, 512]}
+RELEASE = 'https://github.com/hunto/LightViT/releases/download/v0.0.1/'
+CHECKPOINTS = {'tiny': RELEASE + 'lightvit_tiny_78.7.ckpt',
+               'small': RELEASE + 'lightvit_small_80.9.ckpt',
+               'base': RELEASE + 'lightvit_base_82.1.ckpt'}
+
+
 def test_configs_found():
     # Guards against a wrong folder silently building zero configs.
     assert len(CONFIGS) >= 2, f'no configs under {osp.join(REPO, "configs")}'
+    for package, least in MIN_CONFIGS.items():
+        found = glob.glob(osp.join(REPO, 'configs', package, '*.py'))
+        assert len(found) >= least, (f'{len(found)} configs under configs/{package}, '
+                                     f'expected at least {least}')
 
 
 def build_model(cfg):
@@ -28,6 +43,25 @@ def test_config_builds(path):
     assert cfg.custom_imports['imports'] == ['lightvit_mm']
     model = build_model(cfg)
     assert type(model.backbone).__name__ == 'LightViT'
+    # The widths the necks/heads expect are the backbone's.
+    arch = cfg.model.backbone.get('arch', 'tiny')
+    arch = {'t': 'tiny', 's': 'small', 'b': 'base'}.get(arch, arch)  # str aliases
+    widths = model.backbone.embed_dims
+    if isinstance(arch, str):
+        assert widths == WIDTHS[arch]
+    if cfg.default_scope == 'mmpretrain':
+        assert model.neck.norm.normalized_shape == (widths[-1], )
+    elif cfg.default_scope == 'mmseg':
+        assert list(cfg.model.decode_head.in_channels) == widths
+        assert cfg.model.auxiliary_head.in_channels == widths[cfg.model.auxiliary_head.in_index]
+    else:
+        assert list(cfg.model.neck.in_channels) == widths
+    # A config starting from the official weights loads those of its own arch,
+    # named by the top-level `pretrained` (what --cfg-options overrides is
+    # model.backbone.init_cfg.checkpoint).
+    init = cfg.model.backbone.get('init_cfg') or {}
+    if isinstance(init, dict) and str(init.get('checkpoint')).startswith(RELEASE):
+        assert init['checkpoint'] == CHECKPOINTS.get(arch) == cfg.get('pretrained')
 
 
 def test_mask_rcnn_forward_loss_and_predict():
@@ -66,3 +100,33 @@ def test_mask_rcnn_forward_loss_and_predict():
     with torch.no_grad():
         preds = model(**model.data_preprocessor(data, training=False), mode='predict')
     assert len(preds) == 2 and 'masks' in preds[0].pred_instances
+
+
+def test_retinanet_levels_match_anchor_strides():
+    """LightViTFPN gives RetinaNet its 5 levels at strides 8..128."""
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs/mmdet/retinanet_lightvit-t_lightvit-fpn_1x_coco.py'))
+    cfg.model.backbone.init_cfg = None
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        feats = model.extract_feat(torch.rand(1, 3, 128, 256))
+    strides = [128 // f.shape[2] for f in feats]
+    assert strides == [256 // f.shape[3] for f in feats]
+    assert strides == list(model.bbox_head.prior_generator.strides[i][0] for i in range(5))
+    assert strides == [8, 16, 32, 64, 128]
+
+
+def test_upernet_logits_at_stride_8():
+    """UPerNet on LightViT's three levels: logits at stride 8 for the segmentor
+    to upsample; the auxiliary head sees the stride-16 level."""
+    from mmengine.model import revert_sync_batchnorm
+    cfg = Config.fromfile(osp.join(
+        REPO, 'configs/mmseg/lightvit-t-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'))
+    cfg.model.backbone.init_cfg = None
+    model = revert_sync_batchnorm(build_model(cfg)).eval()
+    with torch.no_grad():
+        feats = model.extract_feat(torch.rand(1, 3, 96, 128))
+        logits = model.decode_head(feats)
+    assert [tuple(f.shape[1:]) for f in feats] == [(64, 12, 16), (128, 6, 8), (256, 3, 4)]
+    assert tuple(logits.shape) == (1, 150, 12, 16)
+    assert model.auxiliary_head.in_index == 1

@@ -1,0 +1,51 @@
+# UPerNet + LightViT-T, ADE20K, 160k iterations, 512x512 crops, 8 GPUs x 2.
+# The official LightViT code releases no segmentation configs: this follows
+# mmseg's recipe for Swin-like backbones (swin-tiny-patch4-window7-in1k-pre_
+# upernet_8xb2-160k_ade20k-512x512.py, inherited): AdamW lr 6e-5, betas
+# (0.9, 0.999), weight decay 0.01, 1500-iteration linear warm-up then poly
+# (power 1) decay to 0, UPerHead + auxiliary FCNHead (loss weight 0.4), SyncBN
+# in the heads, the ADE20K 512x512 pipeline.
+#
+# Heads: LightViT has no stride-4 stage; its three levels (strides 8/16/32)
+# go to UPerHead directly (in_index [0, 1, 2]): the PPM (pool scales 1, 2, 3, 6)
+# runs on the stride-32 map, UPerNet's own FPN fuses the three levels at
+# stride 8, and the segmentor upsamples the logits to the image size. The
+# auxiliary FCN head takes the stride-16 level (in_index 1), the level before
+# the last as Swin's auxiliary head does (its stage 2 of 0..3).
+#
+# Backbone: drop-path 0.1 for T, S and B (the paper gives no segmentation
+# setting; 0.1 is its detection value for all three); norm_eval=False (the
+# stem BatchNorms train, as mmseg's Swin recipe freezes no norm).
+# No weight decay on norms (LayerNorms, stem BNs, head BNs via norm_decay_mult),
+# relative_position_bias_table and global_token, as in the detection configs.
+_base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'  # noqa
+custom_imports = dict(imports=['lightvit_mm'], allow_failed_imports=False)
+
+# The official ImageNet weights; override with
+# --cfg-options model.backbone.init_cfg.checkpoint=PATH
+pretrained = 'https://github.com/hunto/LightViT/releases/download/v0.0.1/lightvit_tiny_78.7.ckpt'  # noqa
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='LightViT',
+        arch='tiny',
+        drop_path_rate=0.1,
+        out_indices=(0, 1, 2),
+        norm_eval=False,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    decode_head=dict(
+        in_channels=[64, 128, 256], in_index=[0, 1, 2], pool_scales=(1, 2, 3, 6),
+        num_classes=150),
+    auxiliary_head=dict(in_channels=128, in_index=1, num_classes=150))
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
+    paramwise_cfg=dict(
+        norm_decay_mult=0.,
+        custom_keys={
+            'relative_position_bias_table': dict(decay_mult=0.),
+            'global_token': dict(decay_mult=0.),
+        }))
