@@ -162,3 +162,70 @@ def test_converter(tmp_path, official_vectors, mini_arch, target):
     again = subprocess.run([sys.executable, tool, src, dst], capture_output=True, text=True)
     assert again.returncode != 0 and 'pass --force' in again.stderr
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['converted.pth']
+
+
+def load_tool(name, path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_from_config(path, **model_overrides):
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, DefaultScope, init_default_scope
+    cfg = Config.fromfile(osp.join(REPO, path))
+    for key, value in model_overrides.items():
+        target = cfg.model
+        *parents, leaf = key.split('.')
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    init_default_scope(cfg.default_scope)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        return MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('fmt,key', [('raw', 'model'), ('state_dict', 'model'),
+                                     ('training', 'model'), ('training', 'ema_model')])
+def test_mmpretrain_config_gives_official_logits(tmp_path, official_vectors, mini_arch,
+                                                 fmt, key):
+    """The classifier of configs/mmpretrain (arch shrunk to the reference one) loads an
+    official checkpoint, converted by the converter tool, and returns the official logits."""
+    src, dst = str(tmp_path / 'official.ckpt'), str(tmp_path / 'mm.pth')
+    state = official_vectors['cls_state_dict']
+    torch.save(FORMATS[fmt](state) if key == 'model' else
+               {'model': {k: v + 1 for k, v in state.items()}, 'ema_model': dict(state)}, src)
+    tool = load_tool('converter', 'tools/model_converters/lightvit_official_to_mm.py')
+    tool.main([src, dst, '--checkpoint-key', key])
+    neck_dims = official_vectors['cls_neck_dim']
+    model = build_from_config(
+        'configs/mmpretrain/lightvit-tiny_8xb128_in1k.py', **{
+            'backbone.arch': mini_arch, 'neck.in_channels': mini_arch['embed_dims'][-1],
+            'neck.out_channels': neck_dims, 'head.in_channels': neck_dims,
+            'head.num_classes': official_vectors['cls_num_classes']})
+    model.load_state_dict(torch.load(dst, weights_only=True)['state_dict'], strict=True)
+    model.eval()
+    with torch.no_grad():
+        logits = model(official_vectors['cls_input'], mode='tensor')
+    torch.testing.assert_close(logits, official_vectors['cls_logits'], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('config', [
+    'configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py',
+    'configs/mmseg/lightvit-t-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'])
+def test_downstream_configs_load_an_official_checkpoint(tmp_path, config):
+    torch.manual_seed(0)
+    source = LightViT(arch='tiny', out_type='raw')
+    source.init_weights()
+    backbone_state = source.state_dict()
+    official = dict(backbone_state, **{'norm.weight': torch.rand(256), 'norm.bias': torch.rand(256),
+                                       'head.weight': torch.rand(1000, 1280)})
+    path = str(tmp_path / 'lightvit_tiny.ckpt')
+    torch.save({'epoch': 299, 'model': official, 'ema_model': official}, path)
+    model = build_from_config(config, **{'backbone.init_cfg.checkpoint': path})
+    model.init_weights()
+    loaded = model.backbone.state_dict()
+    for key, value in backbone_state.items():
+        assert torch.equal(loaded[key], value), key
