@@ -25,7 +25,7 @@ setup(
         'mmdet': ['mmdet>=3.0.0'],
         'mmseg': ['mmsegmentation>=1.0.0', 'ftfy', 'regex'],
         'mmpretrain': ['mmpretrain>=1.0.0'],
-        'tests': ['pytest', 'scikit-learn', 'pycocotools'],
+        'tests': ['pytest', 'scikit-learn', 'pycocotools', 'onnx', 'onnxruntime'],
     },
     license='Apache License 2.0',
     zip_safe=False,

@@ -7,6 +7,22 @@ DATA = osp.join(osp.dirname(__file__), 'data')
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _isolated_default_scope():
+    """Every test ends with mmengine's default registry scope it started with.
+
+    ``init_default_scope('mmseg')`` in one test would otherwise stay the
+    current scope, and a later test building from another package's
+    registry without a scope of its own (e.g. the model converter's
+    ``mmpretrain`` classifier) would look in mmseg's.
+    """
+    import copy
+    from mmengine.registry import DefaultScope
+    saved = copy.copy(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict = saved
+
+
 @pytest.fixture(scope='session')
 def official_vectors():
     """Outputs of the official LightViT code on a small architecture
@@ -20,3 +36,74 @@ def mini_arch(official_vectors):
     return dict(embed_dims=a['embed_dims'], depths=a['num_layers'],
                 num_heads=a['num_heads'], mlp_ratios=a['mlp_ratios'],
                 num_tokens=a['num_tokens'])
+
+
+# ---------------------------------------------------------------------------
+# Tiny training runs of the digits demo config (resume, distributed and
+# determinism tests): 64x64 canvases, batch 2, no validation, a few iterations.
+# ---------------------------------------------------------------------------
+DIGITS_CONFIG = osp.join(REPO, 'configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_digits.py')
+TINY_CANVAS = 64
+
+
+@pytest.fixture(scope='session')
+def tiny_digits(tmp_path_factory):
+    """A tiny digits COCO dataset (8 train, 2 val 64x64 canvases); its root."""
+    from lightvit_mm.datasets.digits import build_digits_coco
+    root = str(tmp_path_factory.mktemp('tiny_digits'))
+    build_digits_coco(root, num_train=8, num_val=2, canvas_size=TINY_CANVAS,
+                      digit_size=(16, 30))
+    return root
+
+
+def tiny_digits_options(data_root, max_iters=4, checkpoint_interval=None,
+                        warmup_iters=None, seed=0, deterministic=True):
+    """``--cfg-options`` for a short run of :data:`DIGITS_CONFIG` on
+    :func:`tiny_digits`: batch 2, no worker processes, 64x64 inputs, a log
+    line (and a ``vis_data/scalars.json`` record) every iteration, no
+    validation, the schedule (warm-up then cosine) squeezed into
+    ``max_iters``, and a fixed seed.
+
+    ``train_dataloader.dataset.pipeline.2`` is the config's ``Resize``
+    (the val/test pipelines are not used: no val/test loops).
+    """
+    warmup_iters = max_iters // 2 if warmup_iters is None else warmup_iters
+    return [
+        f'train_dataloader.dataset.data_root={data_root}/',
+        'train_dataloader.batch_size=2',
+        'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False',
+        f'train_dataloader.dataset.pipeline.2.scale=({TINY_CANVAS},{TINY_CANVAS})',
+        'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None',
+        'test_dataloader=None', 'test_cfg=None', 'test_evaluator=None',
+        f'train_cfg.max_iters={max_iters}',
+        f'train_cfg.val_interval={max_iters}',
+        f'default_hooks.checkpoint.interval={checkpoint_interval or max_iters}',
+        'default_hooks.logger.interval=1',
+        f'param_scheduler.0.end={warmup_iters}',
+        f'param_scheduler.1.begin={warmup_iters}',
+        f'param_scheduler.1.end={max_iters}',
+        f'randomness.seed={seed}',
+        f'randomness.deterministic={deterministic}',
+    ]
+
+
+def train_command(work_dir, options, *extra, config=DIGITS_CONFIG):
+    """``python tools/train.py CONFIG --work-dir WORK_DIR EXTRA... --cfg-options
+    OPTIONS...`` with this interpreter."""
+    import sys
+    return [sys.executable, osp.join(REPO, 'tools/train.py'), str(config),
+            '--work-dir', str(work_dir), *extra, '--cfg-options', *options]
+
+
+def read_scalars(work_dir):
+    """The per-iteration records of the run(s) logged in ``work_dir``: every
+    ``<timestamp>/vis_data/scalars.json`` line with an ``iter``, in file order
+    (one folder per run, sorted by its timestamp)."""
+    import glob
+    import json
+    records = []
+    for path in sorted(glob.glob(osp.join(str(work_dir), '*', 'vis_data', 'scalars.json'))):
+        with open(path) as f:
+            records += [r for r in map(json.loads, f) if 'iter' in r]
+    return records

@@ -13,6 +13,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from lightvit_mm.checkpoint import safe_mmengine_checkpoints
+from lightvit_mm.distributed import setup_distributed
 
 
 def parse_args(argv=None):
@@ -42,6 +43,7 @@ def main(argv=None):
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    setup_distributed(cfg)  # gloo when launched without a GPU
     runner = Runner.from_cfg(cfg)
     with safe_mmengine_checkpoints():  # load_from / resume under torch >= 2.6
         runner.test()

@@ -15,6 +15,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from lightvit_mm.checkpoint import safe_mmengine_checkpoints
+from lightvit_mm.distributed import setup_distributed
 
 
 def parse_args(argv=None):
@@ -71,7 +72,9 @@ def build_config(args) -> Config:
 
 def main(argv=None):
     args = parse_args(argv)
-    runner = Runner.from_cfg(build_config(args))
+    cfg = build_config(args)
+    setup_distributed(cfg)  # gloo when launched without a GPU
+    runner = Runner.from_cfg(cfg)
     with safe_mmengine_checkpoints():  # load_from / resume under torch >= 2.6
         runner.train()
 

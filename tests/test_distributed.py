@@ -1,0 +1,69 @@
+"""Several processes: ``tools/dist_train.sh`` on a machine without a GPU
+(gloo instead of nccl, chosen by ``lightvit_mm.distributed.setup_distributed``
+in ``tools/train.py``)."""
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import DIGITS_CONFIG, REPO, read_scalars, tiny_digits_options
+from mmengine.config import Config
+
+from lightvit_mm.distributed import setup_distributed
+
+MAX_ITERS = 2
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='tests the no-GPU path (gloo)')
+def test_dist_train_two_processes_on_cpu(tiny_digits, tmp_path):
+    work_dir = tmp_path / 'work'
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()))
+    run = subprocess.run(
+        ['bash', osp.join(REPO, 'tools/dist_train.sh'), DIGITS_CONFIG, '2',
+         '--work-dir', str(work_dir), '--cfg-options',
+         *tiny_digits_options(tiny_digits, max_iters=MAX_ITERS)],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-5000:]
+    # Two ranks took part, over gloo ...
+    assert 'Distributed training: True' in output
+    assert 'GPU number: 2' in output  # mmengine's name for the world size
+    assert "dist_cfg=dict(backend='gloo')" in output
+    # ... only rank 0 logged the training lines and wrote files.
+    train_lines = [line for line in output.splitlines() if 'Iter(train)' in line]
+    assert len(train_lines) == MAX_ITERS, '\n'.join(train_lines)
+    assert [r['iter'] for r in read_scalars(work_dir)] == list(range(1, MAX_ITERS + 1))
+    assert sorted(p.name for p in work_dir.glob('*.pth')) == [f'iter_{MAX_ITERS}.pth']
+    assert (work_dir / 'last_checkpoint').read_text().strip().endswith(f'iter_{MAX_ITERS}.pth')
+
+
+def test_setup_distributed_without_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    cfg = Config(dict(launcher='none', env_cfg=dict(dist_cfg=dict(backend='nccl'))))
+    assert setup_distributed(cfg) == 'none'
+    assert cfg.env_cfg.dist_cfg.backend == 'nccl' and 'model_wrapper_cfg' not in cfg
+    # slurm/mpi: the process group is left to mmengine; the config is fixed.
+    cfg = Config(dict(launcher='slurm', env_cfg=dict(dist_cfg=dict(backend='nccl', timeout=60))))
+    assert setup_distributed(cfg) == 'gloo'
+    assert cfg.env_cfg.dist_cfg == dict(backend='gloo', timeout=60)
+    assert cfg.model_wrapper_cfg.type == 'MMDistributedDataParallel'
+    assert cfg.model_wrapper_cfg.device_ids is None
+    # A wrapper of the config keeps its own settings.
+    cfg = Config(dict(launcher='slurm', model_wrapper_cfg=dict(
+        type='MMDistributedDataParallel', find_unused_parameters=True, device_ids=[0])))
+    setup_distributed(cfg)
+    assert cfg.model_wrapper_cfg.device_ids == [0] and cfg.model_wrapper_cfg.find_unused_parameters
+    # With a GPU the config's backend stays.
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    cfg = Config(dict(launcher='pytorch', env_cfg=dict(dist_cfg=dict(backend='nccl'))))
+    assert setup_distributed(cfg) == 'nccl'
+    assert 'model_wrapper_cfg' not in cfg

@@ -1,0 +1,86 @@
+"""ONNX export (tools/deployment/export_onnx.py): one exported model, dynamic
+batch/height/width, reproduces the eager outputs at other sizes than the one
+it was traced at, within 1e-4, in onnxruntime."""
+import importlib.util
+import os.path as osp
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from conftest import REPO
+
+ort = pytest.importorskip('onnxruntime', reason='onnxruntime is not installed '
+                          "(pip install -e '.[tests]')")
+onnx = pytest.importorskip('onnx', reason="onnx is not installed (pip install -e '.[tests]')")
+
+TOOL = osp.join(REPO, 'tools/deployment/export_onnx.py')
+SIZES = [(224, 224), (200, 264), (97, 131), (8, 8)]
+ATOL = 1e-4
+
+
+@pytest.fixture(scope='module')
+def tool():
+    spec = importlib.util.spec_from_file_location('export_onnx', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compare(model, path, sizes, batch=2):
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    generator = torch.Generator().manual_seed(0)
+    for h, w in sizes:
+        x = torch.randn(batch, 3, h, w, generator=generator)
+        with torch.no_grad():
+            expected = model(x)
+        got = session.run(None, {'input': x.numpy()})
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            assert g.shape == tuple(e.shape), (h, w)
+            diff = float((torch.from_numpy(g) - e).abs().max())
+            assert diff <= ATOL, f'{h}x{w}: max |onnxruntime - eager| = {diff}'
+
+
+def test_trace_shape_takes_every_padding_branch(tool):
+    from lightvit_mm import LightViT
+    backbone = LightViT(arch='tiny')
+    # 224: grids 28, 14, 7 are multiples of the 7x7 window, and even: no padding
+    assert not tool.takes_every_branch(224, 224, backbone)
+    assert tool.trace_shape((224, 224), backbone) == (224, 232)  # grids 29, 15, 8
+    assert tool.trace_shape((200, 264), backbone) == (200, 264)  # width 33, 17, 9
+
+
+def test_backbone_exported_at_224_runs_at_any_size(tool, tmp_path):
+    torch.manual_seed(0)
+    model = tool.build_model('tiny')
+    path = str(tmp_path / 'lightvit_t.onnx')
+    traced = tool.export(model, path, (224, 224))
+    graph = onnx.load(path).graph
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ['batch', 3, 'height', 'width']
+    assert [o.name for o in graph.output] == ['out0', 'out1', 'out2']
+    compare(model, path, SIZES + [traced])
+    compare(model, path, [(64, 96)], batch=1)
+
+
+def test_backbone_with_neck_from_config_cli(tool, tmp_path):
+    config = osp.join(REPO, 'configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py')
+    path = str(tmp_path / 'lightvit_t_fpn.onnx')
+    run = subprocess.run([sys.executable, TOOL, config, path, '--with-neck', '--shape', '200',
+                          '264', '--atol', str(ATOL)], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert 'onnxruntime vs eager at 224x224' in run.stdout
+    assert 'onnxruntime vs eager at 200x264' in run.stdout
+    assert len(onnx.load(path).graph.output) == 5  # strides 4, 8, 16, 32, 64
+
+
+def test_backbone_with_neck_in_process(tool, tmp_path):
+    torch.manual_seed(0)
+    model = tool.build_model('tiny', with_neck=True)
+    path = str(tmp_path / 'lightvit_t_fpn.onnx')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        tool.export(model, path, (200, 264))
+    compare(model, path, [(224, 224), (200, 264), (33, 47)])
