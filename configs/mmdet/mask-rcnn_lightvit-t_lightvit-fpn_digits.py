@@ -69,3 +69,6 @@ model.update(
         rcnn=dict(sampler=dict(num=128))),
     test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
 randomness = dict(seed=0)
+# Resuming (tools/train.py --resume) continues with the random numbers of an
+# uninterrupted run: lightvit_mm.hooks.RNGStateHook saves and restores them.
+custom_hooks = [dict(type='RNGStateHook')]
