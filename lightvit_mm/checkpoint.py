@@ -81,9 +81,13 @@ def load_checkpoint_file(filename: str, map_location='cpu', weights_only: bool =
                                   weights_only=weights_only)
             return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
     except pickle.UnpicklingError as error:
+        # torch's message: the refused global is on its 'WeightsUnpickler error' line.
+        reason = re.search(r'WeightsUnpickler error: ([^\n]*?)(?: was not| Please|$)',
+                           str(error), re.M)
+        refused = reason.group(1) if reason else 'see torch.load'
         raise RuntimeError(
             f'{filename} holds objects that weights-only loading refuses '
-            f'({str(error).splitlines()[0]}). If you trust the file, load it with '
+            f'({refused}). If you trust the file, load it with '
             "weights_only=False (e.g. init_cfg=dict(type='Pretrained', "
             "checkpoint=..., weights_only=False)).") from error
 
