@@ -534,7 +534,8 @@ class LightViT(BaseModule):
                                  f'must be an int in [{-num_stages}, {num_stages - 1}]')
             parsed.append(index % num_stages)
         if len(set(parsed)) != len(parsed):
-            raise ValueError(f'out_indices {tuple(out_indices)} name a stage twice')
+            raise ValueError(f'out_indices {tuple(out_indices)} name a stage twice; each of '
+                             f'the {num_stages} stages may appear at most once')
         return tuple(sorted(parsed))
 
     def init_weights(self):
