@@ -7,6 +7,14 @@ DATA = osp.join(osp.dirname(__file__), 'data')
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+def build_model(cfg):
+    """Build ``cfg.model`` in the registry scope of the config's package
+    (mmdet, mmseg or mmpretrain), leaving the default scope as it was."""
+    from mmengine.registry import MODELS, DefaultScope
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        return MODELS.build(cfg.model)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_default_scope():
     """Every test ends with mmengine's default registry scope it started with.

@@ -27,7 +27,7 @@ import os.path as osp
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, build_model
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
@@ -55,12 +55,8 @@ def build(config, **test_cfg):
         for parent in parents:
             node = node[parent]
         node[leaf] = value
-    from mmengine.registry import MODELS
     torch.manual_seed(0)
-    # A temporary default scope: init_default_scope would leak into later
-    # tests (e.g. mmpretrain builds would look in mmdet's registry).
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        model = MODELS.build(cfg.model)
+    model = build_model(cfg)
     model.init_weights()
     model.default_scope = cfg.default_scope
     return model.eval()

@@ -15,7 +15,7 @@ import types
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, build_model
 
 from lightvit_mm import LightViT, LightViTFPN
 
@@ -113,14 +113,12 @@ def _(tmp_path):
       r"LightViT.__init__\(\) got an unexpected keyword argument 'out_indice'")
 def _(tmp_path):
     from mmengine.config import Config
-    from mmengine.registry import MODELS, DefaultScope
     cfg = Config.fromfile(
         osp.join(REPO, 'configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py'))
     cfg.model.backbone.init_cfg = None
     cfg.model.backbone.pop('out_indices')
     cfg.model.backbone.out_indice = (0, 1, 2)
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):  # no leak into other tests
-        MODELS.build(cfg.model)
+    build_model(cfg)
 
 
 # --- inputs -------------------------------------------------------------------
@@ -266,17 +264,14 @@ def detector():
     """The digits Mask R-CNN (LightViT-T), its initial weights and a batch
     maker: one 64x64 image with one box and mask, ``value`` pasted in."""
     import numpy as np
-    from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
     from mmengine.config import Config
-    from mmengine.registry import DefaultScope
     from mmengine.structures import InstanceData
     from conftest import DIGITS_CONFIG
     cfg = Config.fromfile(DIGITS_CONFIG)
     torch.manual_seed(0)
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):  # no leak into other tests
-        model = MODELS.build(cfg.model)
+    model = build_model(cfg)
     model.init_weights()
     model.train()
 

@@ -3,9 +3,8 @@ import os.path as osp
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, build_model
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True))
 
@@ -28,13 +27,6 @@ def test_configs_found():
         found = glob.glob(osp.join(REPO, 'configs', package, '*.py'))
         assert len(found) >= least, (f'{len(found)} configs under configs/{package}, '
                                      f'expected at least {least}')
-
-
-def build_model(cfg):
-    init_default_scope(cfg.default_scope)
-    from mmengine.registry import MODELS
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        return MODELS.build(cfg.model)
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.relpath(p, REPO))

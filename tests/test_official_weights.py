@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, build_model
 
 from lightvit_mm.checkpoint import infer_lightvit_arch, official_to_mmpretrain
 from lightvit_mm.models import LightViT
@@ -174,7 +174,6 @@ def load_tool(name, path):
 
 def build_from_config(path, **model_overrides):
     from mmengine.config import Config
-    from mmengine.registry import MODELS, DefaultScope, init_default_scope
     cfg = Config.fromfile(osp.join(REPO, path))
     for key, value in model_overrides.items():
         target = cfg.model
@@ -182,9 +181,7 @@ def build_from_config(path, **model_overrides):
         for parent in parents:
             target = target[parent]
         target[leaf] = value
-    init_default_scope(cfg.default_scope)
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        return MODELS.build(cfg.model)
+    return build_model(cfg)
 
 
 @pytest.mark.parametrize('fmt,key', [('raw', 'model'), ('state_dict', 'model'),

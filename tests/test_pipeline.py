@@ -4,18 +4,14 @@ import subprocess
 import sys
 
 import torch
-from conftest import REPO
+from conftest import REPO, build_model
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
 
 
 def build_pretrained_backbone(config, checkpoint):
     cfg = Config.fromfile(osp.join(REPO, config))
     cfg.model.backbone.init_cfg.checkpoint = checkpoint
-    init_default_scope(cfg.default_scope)
-    from mmengine.registry import MODELS
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        model = MODELS.build(cfg.model)
+    model = build_model(cfg)
     model.init_weights()
     return model.backbone
 
