@@ -14,7 +14,7 @@ Every stage runs ``tools/train.py`` in a subprocess with the repository's
 configs; each stage's budget is one option.
 
 Example:
-    python tools/digits_pipeline.py --cls-iters 1200 --det-iters 150 --seg-iters 300
+    python tools/digits_pipeline.py --cls-iters 1800 --det-iters 150 --seg-iters 300
 """
 import argparse
 import glob
@@ -64,14 +64,19 @@ def data_options(stage, data_dir):
 
 
 def read_scalars(work_dir):
-    """Train and val records of mmengine's ``vis_data/scalars.json``."""
+    """Train and val records of mmengine's ``vis_data/scalars.json``; each val
+    record's ``step`` is set to the training iteration it follows (a logger
+    with ``log_metric_by_epoch=True`` writes the epoch, 0 in iteration loops)."""
     files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     if not files:
         raise FileNotFoundError(f'no vis_data/scalars.json under {work_dir}')
+    train, val = [], []
     with open(files[-1]) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    train = [r for r in records if 'loss' in r]
-    val = [r for r in records if 'loss' not in r and 'lr' not in r]
+        for record in (json.loads(line) for line in f if line.strip()):
+            if 'loss' in record:
+                train.append(record)
+            elif 'lr' not in record:
+                val.append(dict(record, step=train[-1]['step'] if train else 0))
     return train, val
 
 
@@ -175,7 +180,7 @@ def write_report(results, args, report_dir, total_seconds):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--cls-iters', type=int, default=1200, help='pretraining iterations')
+    parser.add_argument('--cls-iters', type=int, default=1800, help='pretraining iterations')
     parser.add_argument('--det-iters', type=int, default=150,
                         help='Mask R-CNN iterations (each of the two runs)')
     parser.add_argument('--seg-iters', type=int, default=300,

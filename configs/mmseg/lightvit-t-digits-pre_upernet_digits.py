@@ -6,5 +6,5 @@ _base_ = './lightvit-t_upernet_digits.py'
 
 model = dict(backbone=dict(init_cfg=dict(
     _delete_=True,  # the base trains from scratch (init_cfg=None)
-    type='Pretrained', checkpoint='work_dirs/digits_pipeline/cls/iter_1200.pth',
+    type='Pretrained', checkpoint='work_dirs/digits_pipeline/cls/iter_1800.pth',
     prefix='backbone.')))
