@@ -2,8 +2,8 @@
 """Throughput and memory of LightViT and its peers, measured side by side.
 
 Every model of a table is measured in the same process and the runs are
-interleaved (round r times every model before round r + 1 starts), after
-warm-up rounds, and each figure is the median over the rounds, so a machine
+interleaved (round r times every model, in an order rotated by r, before
+round r + 1 starts), after warm-up rounds, and each figure is the median over the rounds, so a machine
 that slows down mid-run slows every model alike. Printed as Markdown tables:
 
 1. Backbones at 224x224: inference and training-step (forward + backward)
@@ -256,15 +256,21 @@ class Bench:
 
 
 def measure(benches: List[Bench], args):
-    """Interleaved rounds: warm-up rounds first, then ``args.repeats`` timed."""
-    for round_index in range(args.warmup + args.repeats):
-        for bench in benches:
-            for mode in ('infer', 'train'):
+    """Interleaved rounds, inference first, then training steps (as a model is
+    used: training allocations do not disturb the inference runs): warm-up
+    rounds, then ``args.repeats`` timed. Each round starts one model later
+    (round r runs ``benches[r:] + benches[:r]``), so no model always runs
+    right after the same other one."""
+    rounds = args.warmup + args.repeats
+    for mode in ('infer', 'train'):
+        for round_index in range(rounds):
+            shift = round_index % len(benches)
+            for bench in benches[shift:] + benches[:shift]:
                 if getattr(bench, mode):
                     bench.time(mode, args.iters)
                     if round_index < args.warmup:
                         bench.times[mode].clear()
-        print(f'  round {round_index + 1}/{args.warmup + args.repeats} done', file=sys.stderr)
+            print(f'  {mode} round {round_index + 1}/{rounds} done', file=sys.stderr)
 
 
 def check_same_outputs(reference: nn.Module, ours: nn.Module, inputs: torch.Tensor, name: str):
@@ -290,8 +296,8 @@ def table(benches: List[Bench], args) -> str:
         ratios = []
         for mode, value in (('infer', infer), ('train', train)):
             ratios.append(f'{b.base.throughput(mode) / value:.2f}x' if value else '-')
-        row = [b.name, f'{b.params / 1e6:.2f}', f'{infer:.1f}' if infer else '-',
-               f'{train:.1f}' if train else '-', ' / '.join(ratios),
+        row = [b.name, f'{b.params / 1e6:.2f}', f'{infer:.3g}' if infer else '-',
+               f'{train:.3g}' if train else '-', ' / '.join(ratios),
                f'{b.activation_mb():.0f}' if b.train else '-']
         if args.device.type == 'cuda':
             row.append(' / '.join(f'{b.peak_mb(m):.0f}' if getattr(b, m) else '-'
