@@ -12,12 +12,14 @@ How the sizes stay dynamic: the exporter used is torch's TorchScript-based
 one (``torch.onnx.export(dynamo=False)``), which records the padding amounts
 (window padding in the attention, odd-size padding before patch merging) as
 shape arithmetic, but records the Python ``if``s around them
-(lightvit.py ``LightViTAttention.forward``: ``if pad_b or pad_r`` twice;
+(lightvit.py ``LightViTAttention.forward``: ``padded``, which pads, masks
+the padding out of the global aggregation and crops;
 ``ResidualPatchMerging.forward``: ``if H % 2 or W % 2``) as the branch taken
 for the example input. So the example input must take every padding branch;
 if ``--shape`` does not, the export traces at the nearest larger width (or
-height) that does and says so. The graph then pads by zero where no padding
-is needed, and gives the eager outputs at every size (checked below).
+height) that does and says so. The graph then pads by zero (and masks
+nothing) where no padding is needed, and gives the eager outputs at every
+size (checked below).
 torch's newer exporter (``dynamo=True``, needs ``onnxscript``) fails on the
 same ``if``s (torch.export specialises the size); see the project notes.
 
