@@ -97,8 +97,8 @@ class LightViTAttention(BaseModule):
     image tokens are reordered window by window once, before ``qkv``, and all
     three attentions run as ``F.scaled_dot_product_attention`` on strided
     views of that one ``qkv`` output (aggregation and broadcast do not depend
-    on token order); one copy returns the sum of local and broadcast outputs
-    to raster order. The official code instead permutes q, k and v into
+    on token order); only the sum of local and broadcast outputs returns to
+    raster order. The official code instead permutes q, k and v into
     windows and back, crops them for the global attentions and computes each
     attention as explicit matrix products.
 
@@ -157,7 +157,7 @@ class LightViTAttention(BaseModule):
 
         # The image tokens are put in window order once, before ``qkv`` (C
         # channels rather than 3C); every attention below reads that layout,
-        # and the result returns to raster order in one copy at the end.
+        # and only the summed image output returns to raster order at the end.
         x_img = x[:, T:].view(B, H, W, C)
         if padded:
             x_img = F.pad(x_img, (0, 0, 0, pad_r, 0, pad_b))
