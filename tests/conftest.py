@@ -64,6 +64,11 @@ def tiny_digits(tmp_path_factory):
     return root
 
 
+# --cfg-options that drop the val and test loops of a config (training only).
+NO_EVAL_OPTIONS = ['val_dataloader=None', 'val_cfg=None', 'val_evaluator=None',
+                   'test_dataloader=None', 'test_cfg=None', 'test_evaluator=None']
+
+
 def tiny_digits_options(data_root, max_iters=4, checkpoint_interval=None,
                         warmup_iters=None, seed=0, deterministic=True):
     """``--cfg-options`` for a short run of :data:`DIGITS_CONFIG` on
@@ -82,8 +87,7 @@ def tiny_digits_options(data_root, max_iters=4, checkpoint_interval=None,
         'train_dataloader.num_workers=0',
         'train_dataloader.persistent_workers=False',
         f'train_dataloader.dataset.pipeline.2.scale=({TINY_CANVAS},{TINY_CANVAS})',
-        'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None',
-        'test_dataloader=None', 'test_cfg=None', 'test_evaluator=None',
+        *NO_EVAL_OPTIONS,
         f'train_cfg.max_iters={max_iters}',
         f'train_cfg.val_interval={max_iters}',
         f'default_hooks.checkpoint.interval={checkpoint_interval or max_iters}',

@@ -14,7 +14,7 @@ import math
 import os.path as osp
 
 import torch
-from conftest import REPO, TINY_CANVAS, read_scalars
+from conftest import NO_EVAL_OPTIONS, REPO, TINY_CANVAS, read_scalars
 from mmengine.config import Config, DictAction
 
 AMP_CONFIG = osp.join(REPO, 'configs/mmseg/lightvit-t_upernet_amp_digits.py')
@@ -38,8 +38,7 @@ def test_amp_digits_config_trains_without_nans_in_bf16(tiny_digits, tmp_path, mo
         f'train_dataloader.dataset.data_root={tiny_digits}/', 'train_dataloader.batch_size=2',
         'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
         f'model.data_preprocessor.size=({TINY_CANVAS},{TINY_CANVAS})',
-        'val_dataloader=None', 'val_cfg=None', 'val_evaluator=None',
-        'test_dataloader=None', 'test_cfg=None', 'test_evaluator=None',
+        *NO_EVAL_OPTIONS,
         'train_cfg.max_iters=3', 'train_cfg.val_interval=3', 'default_hooks.logger.interval=1',
         'default_hooks.checkpoint.interval=3', 'param_scheduler.0.end=1',
         'param_scheduler.1.begin=1', 'param_scheduler.1.end=3',

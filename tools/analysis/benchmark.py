@@ -31,7 +31,9 @@ Examples:
 """
 import argparse
 import contextlib
+import importlib
 import importlib.util
+import os
 import os.path as osp
 import platform
 import statistics
@@ -81,7 +83,6 @@ DENSE = {  # name -> (config, input (H, W), the parts after the backbone)
 
 def build_peer(name: str) -> nn.Module:
     """Build a backbone of :data:`PEERS` or :data:`LIGHTVIT_ARCHS`."""
-    import importlib
     if name in LIGHTVIT_ARCHS:
         package, cfg = 'mmpretrain', dict(type='LightViT', arch=LIGHTVIT_ARCHS[name],
                                           out_indices=(2, ))
@@ -167,6 +168,7 @@ def reference_builders(official: Optional[str], refs: List[str]) -> Dict[str, Ca
         with tempfile.NamedTemporaryFile('w', suffix='.py', delete=False) as f:
             f.write(source.stdout)
         module = _import_file(f.name, f'lightvit_at_{len(builders)}')
+        os.unlink(f.name)
 
         def build_ref(ours, module=module):
             model = module.LightViT(arch=ours.arch_settings, out_indices=tuple(ours.out_indices))

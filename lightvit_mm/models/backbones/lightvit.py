@@ -161,7 +161,7 @@ class LightViTAttention(BaseModule):
         x_img = x[:, T:].view(B, H, W, C)
         if padded:
             x_img = F.pad(x_img, (0, 0, 0, pad_r, 0, pad_b))
-        x_img = x_img.view(B, nWh, ws, nWw, ws, C).transpose(2, 3).reshape(B, -1, C)
+        x_img = self._window_order(x_img)
         q_glb = self.qkv(x[:, :T]).view(B, T, 3, nh, hd)[:, :, 0].transpose(1, 2)
         qkv = self.qkv(x_img).view(B, -1, 3, nh, hd)  # (B, L, 3, nh, hd), window order
 
@@ -181,7 +181,7 @@ class LightViTAttention(BaseModule):
             2, 0, 3, 1, 4).unbind(0)
         broadcast = F.scaled_dot_product_attention(q_img, k_glb, v_glb)  # (B, nh, L, hd)
         x_img = (local.view(B, nWh, nWw, nh, ws, ws, hd)
-                 + broadcast.view(B, nh, nWh, nWw, ws, ws, hd).transpose(1, 3).transpose(1, 2))
+                 + broadcast.view(B, nh, nWh, nWw, ws, ws, hd).permute(0, 2, 3, 1, 4, 5, 6))
         x_img = x_img.permute(0, 1, 4, 2, 5, 3, 6)  # (B, nWh, ws, nWw, ws, nh, hd)
 
         x_img = x_img.reshape(B, nWh * ws, nWw * ws, C)
@@ -189,14 +189,21 @@ class LightViTAttention(BaseModule):
             x_img = x_img[:, :H, :W]
         return self.proj(torch.cat([x_glb, x_img.reshape(B, H * W, C)], dim=1))
 
+    def _window_order(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, Hp, Wp, C) grid, sides multiples of ``window_size`` -> (N, L, C)
+        tokens window by window (row-major windows, row-major inside)."""
+        N, Hp, Wp, C = x.shape
+        ws = self.window_size
+        return x.view(N, Hp // ws, ws, Wp // ws, ws, C).transpose(2, 3).reshape(N, -1, C)
+
     def _valid_tokens(self, H: int, W: int, nWh: int, nWw: int,
                       device: torch.device) -> torch.Tensor:
         """Boolean mask (1, 1, 1, L) of the real (not padding) tokens in window order."""
         ws = self.window_size
         rows = torch.arange(nWh * ws, device=device) < H  # comparisons, not slicing:
         cols = torch.arange(nWw * ws, device=device) < W  # ONNX tracing keeps them dynamic
-        valid = rows[:, None] & cols[None, :]
-        return valid.view(nWh, ws, nWw, ws).transpose(1, 2).reshape(1, 1, 1, -1)
+        valid = rows[None, :, None, None] & cols[None, None, :, None]  # (1, Hp, Wp, 1)
+        return self._window_order(valid).view(1, 1, 1, -1)
 
 
 class BiAttn(BaseModule):
