@@ -5,7 +5,7 @@
 PY := .venv/bin/python
 DATA ?= data/digits
 WORK_DIR ?= work_dirs/digits_demo
-DEMO_CONFIG := configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_digits.py
+DEMO_CONFIG := configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_digits.py
 DATA_OPTIONS := train_dataloader.dataset.data_root=$(DATA)/ \
 	val_dataloader.dataset.data_root=$(DATA)/ test_dataloader.dataset.data_root=$(DATA)/ \
 	val_evaluator.ann_file=$(DATA)/annotations/instances_val.json \

@@ -50,14 +50,14 @@ def mini_arch(official_vectors):
 # Tiny training runs of the digits demo config (resume, distributed and
 # determinism tests): 64x64 canvases, batch 2, no validation, a few iterations.
 # ---------------------------------------------------------------------------
-DIGITS_CONFIG = osp.join(REPO, 'configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_digits.py')
+DIGITS_CONFIG = osp.join(REPO, 'configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_digits.py')
 TINY_CANVAS = 64
 
 
 @pytest.fixture(scope='session')
 def tiny_digits(tmp_path_factory):
     """A tiny digits COCO dataset (8 train, 2 val 64x64 canvases); its root."""
-    from lightvit_mm.datasets.digits import build_digits_coco
+    from lightvit_mm.demo_data.digits import build_digits_coco
     root = str(tmp_path_factory.mktemp('tiny_digits'))
     build_digits_coco(root, num_train=8, num_val=2, canvas_size=TINY_CANVAS,
                       digit_size=(16, 30))

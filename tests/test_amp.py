@@ -17,7 +17,7 @@ import torch
 from conftest import NO_EVAL_OPTIONS, REPO, TINY_CANVAS, read_scalars
 from mmengine.config import Config, DictAction
 
-AMP_CONFIG = osp.join(REPO, 'configs/mmseg/lightvit-t_upernet_amp_digits.py')
+AMP_CONFIG = osp.join(REPO, 'configs/mmseg/digits/lightvit-t_upernet_amp_digits.py')
 
 
 def cfg_with_options(path, options):

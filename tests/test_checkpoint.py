@@ -6,7 +6,7 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer, MessageHub
 
-from lightvit_mm.checkpoint import safe_mmengine_checkpoints
+from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
 
 
 def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):

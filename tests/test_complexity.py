@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from conftest import REPO
 
-from lightvit_mm.complexity import count_complexity
+from lightvit_mm.utils.complexity import count_complexity
 
 
 @pytest.fixture(scope='module')

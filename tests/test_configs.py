@@ -61,7 +61,7 @@ def test_mask_rcnn_forward_loss_and_predict():
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
     from mmdet.structures.mask import BitmapMasks
-    cfg = Config.fromfile(osp.join(REPO, 'configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_digits.py'))
+    cfg = Config.fromfile(osp.join(REPO, 'configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_digits.py'))
     torch.manual_seed(0)
     model = build_model(cfg)
     model.init_weights()

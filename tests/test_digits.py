@@ -4,7 +4,7 @@ import os.path as osp
 import numpy as np
 from PIL import Image
 
-from lightvit_mm.datasets.digits import build_digits_coco, load_digit_scans, split_scans
+from lightvit_mm.demo_data.digits import build_digits_coco, load_digit_scans, split_scans
 
 
 def test_scan_split_is_disjoint_and_complete():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import REPO, build_model
 
-from lightvit_mm.checkpoint import infer_lightvit_arch, official_to_mmpretrain
+from lightvit_mm.utils.checkpoint import infer_lightvit_arch, official_to_mmpretrain
 from lightvit_mm.models import LightViT
 
 

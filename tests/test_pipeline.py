@@ -30,8 +30,8 @@ def test_pipeline_runs_and_pretrained_weights_reach_both_tasks(tmp_path):
         assert (tmp_path / 'report' / picture).stat().st_size > 1000
     checkpoint = str(tmp_path / 'work' / 'cls' / 'iter_2.pth')
     pretrained = torch.load(checkpoint, weights_only=False)['state_dict']
-    for config in ('configs/mmdet/mask-rcnn_lightvit-t-digits-pre_lightvit-fpn_digits.py',
-                   'configs/mmseg/lightvit-t-digits-pre_upernet_digits.py'):
+    for config in ('configs/mmdet/digits/mask-rcnn_lightvit-t-digits-pre_lightvit-fpn_digits.py',
+                   'configs/mmseg/digits/lightvit-t-digits-pre_upernet_digits.py'):
         backbone = build_pretrained_backbone(config, checkpoint)
         state = backbone.state_dict()
         keys = [k for k in pretrained if k.startswith('backbone.')]

@@ -2,7 +2,7 @@
 after its checkpoint of iteration K resumes with ``tools/train.py --resume``
 and ends exactly where an uninterrupted run with the same seed ends.
 
-The runs use :class:`lightvit_mm.hooks.RNGStateHook` (added by a two-line
+The runs use :class:`lightvit_mm.engine.hooks.RNGStateHook` (added by a two-line
 config inheriting the digits config): mmengine restores weights, optimizer,
 schedulers, message hub and data order, but not the random generators, so
 without the hook the resumed iterations draw other drop-path masks and other
@@ -20,7 +20,7 @@ import pytest
 import torch
 from conftest import DIGITS_CONFIG, REPO, read_scalars, tiny_digits_options, train_command
 
-from lightvit_mm.checkpoint import safe_mmengine_checkpoints
+from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
 
 MAX_ITERS, KILL_AT = 4, 2  # KILL_AT < iterations per epoch (8 images / batch 2)
 TIMEOUT = 600
@@ -159,7 +159,7 @@ def test_rng_state_hook_restores_on_resume_only(tmp_path):
 
     import numpy as np
 
-    from lightvit_mm.hooks import RNGStateHook
+    from lightvit_mm.engine.hooks import RNGStateHook
     torch.manual_seed(1)
     np.random.seed(1)
     random.seed(1)

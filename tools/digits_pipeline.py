@@ -30,11 +30,11 @@ import torch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {
-    'cls': 'configs/mmpretrain/lightvit-tiny_digits.py',
-    'det-scratch': 'configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_digits.py',
-    'det-pre': 'configs/mmdet/mask-rcnn_lightvit-t-digits-pre_lightvit-fpn_digits.py',
-    'seg-scratch': 'configs/mmseg/lightvit-t_upernet_digits.py',
-    'seg-pre': 'configs/mmseg/lightvit-t-digits-pre_upernet_digits.py',
+    'cls': 'configs/mmpretrain/digits/lightvit-tiny_digits.py',
+    'det-scratch': 'configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_digits.py',
+    'det-pre': 'configs/mmdet/digits/mask-rcnn_lightvit-t-digits-pre_lightvit-fpn_digits.py',
+    'seg-scratch': 'configs/mmseg/digits/lightvit-t_upernet_digits.py',
+    'seg-pre': 'configs/mmseg/digits/lightvit-t-digits-pre_upernet_digits.py',
 }
 METRICS = {'cls': ['accuracy/top1'], 'det': ['coco/bbox_mAP', 'coco/segm_mAP'],
            'seg': ['mIoU']}
@@ -165,10 +165,10 @@ def write_report(results, args, report_dir, total_seconds):
         '(scratch / pretrained) |',
         '| --- | --- | --- | --- | --- | --- |',
         *[f'| {" | ".join(map(str, row))} |' for row in rows], '',
-        'Pretraining: `configs/mmpretrain/lightvit-tiny_digits.py`; fine-tuning starts from '
+        'Pretraining: `configs/mmpretrain/digits/lightvit-tiny_digits.py`; fine-tuning starts from '
         'its checkpoint through `init_cfg=dict(type=\'Pretrained\', prefix=\'backbone.\')` '
-        '(`configs/mmdet/mask-rcnn_lightvit-t-digits-pre_lightvit-fpn_digits.py`, '
-        '`configs/mmseg/lightvit-t-digits-pre_upernet_digits.py`); the from-scratch runs use '
+        '(`configs/mmdet/digits/mask-rcnn_lightvit-t-digits-pre_lightvit-fpn_digits.py`, '
+        '`configs/mmseg/digits/lightvit-t-digits-pre_upernet_digits.py`); the from-scratch runs use '
         'the same configs without it, at the same budget and seed.', '',
         '## Predictions on val images (digits-pretrained models)', '',
         '![detection](det_predictions.png)', '', '![segmentation](seg_predictions.png)', '',
@@ -197,7 +197,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from lightvit_mm.datasets.digits import build_digits_cls, build_digits_coco
+    from lightvit_mm.demo_data.digits import build_digits_cls, build_digits_coco
     start = time.time()
     data_dir, work_dir = osp.abspath(args.data_dir), osp.abspath(args.work_dir)
     build_digits_coco(osp.join(data_dir, 'digits'), *args.num_canvases)

@@ -53,7 +53,7 @@ if REPO not in sys.path:  # runnable as a plain script from any directory
     sys.path.insert(0, REPO)
 
 import lightvit_mm  # noqa: E402,F401  (registers LightViT in every package)
-from lightvit_mm.complexity import build_from_config  # noqa: E402
+from lightvit_mm.utils.complexity import build_from_config  # noqa: E402
 
 BASE = 'LightViT-T'
 DROP_PATH = 0.1  # LightViT's default stochastic depth, given to the official code too

@@ -24,7 +24,7 @@ if REPO not in sys.path:  # runnable as a plain script from any directory
     sys.path.insert(0, REPO)
 
 from lightvit_mm import LightViT  # noqa: E402
-from lightvit_mm.complexity import (build_from_config, count_complexity,  # noqa: E402
+from lightvit_mm.utils.complexity import (build_from_config, count_complexity,  # noqa: E402
                                     model_inputs)
 
 ARCHS = (('T', 'tiny', 't'), ('S', 'small', 's'), ('B', 'base', 'b'))

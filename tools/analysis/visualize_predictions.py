@@ -16,7 +16,7 @@ import numpy as np
 from mmengine.config import Config
 from mmengine.registry import VISUALIZERS, init_default_scope
 
-from lightvit_mm.checkpoint import safe_mmengine_checkpoints
+from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
 
 
 def load_model(cfg, checkpoint, device):

@@ -6,7 +6,7 @@ Example:
 """
 import argparse
 
-from lightvit_mm.datasets.digits import build_digits_coco
+from lightvit_mm.demo_data.digits import build_digits_coco
 
 
 def main(argv=None):

@@ -6,7 +6,6 @@ Module and parameter names follow the official implementation
 github.com/hunto/image_classification_sota, ``lib/models/lightvit.py``) so
 that the official checkpoints load without renaming.
 """
-import logging
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -14,13 +13,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
-from mmengine.model import BaseModule, ModuleList, Sequential
+from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
-from mmengine.logging import print_log
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lightvit_mm.checkpoint import (CLASSIFIER_PARTS, extract_state_dict, load_checkpoint_file,
-                                    strip_prefixes)
+from lightvit_mm.utils.checkpoint import load_lightvit_weights
 
 
 class ConvStem(BaseModule):
@@ -368,6 +365,38 @@ class ResidualPatchMerging(BaseModule):
         return torch.cat([x_glb, x_img], dim=1), (Ho, Wo)
 
 
+class LightViTStage(ModuleList):
+    """One stage of LightViT: an optional :class:`ResidualPatchMerging`
+    (every stage but the first), then the :class:`LightViTBlock` s.
+
+    A ``ModuleList`` so that the children keep the official parameter names
+    ``stages.i.j.*`` (``j = 0`` is the patch merging where there is one).
+
+    Args:
+        blocks (Sequence[LightViTBlock]): The stage's blocks.
+        merging (ResidualPatchMerging, optional): Downsampling at the stage's
+            start. Defaults to None.
+
+    Shapes:
+        ``forward(x, hw_shape)``: x (B, T + H * W, C_in) with ``hw_shape =
+        (H, W)`` -> (x (B, T + H' * W', C), (H', W')), with H' = ceil(H / 2)
+        after a patch merging, else H' = H.
+    """
+
+    def __init__(self, blocks, merging: Optional[BaseModule] = None):
+        super().__init__(([merging] if merging is not None else []) + list(blocks))
+        self.has_merging = merging is not None
+
+    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]
+                ) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        blocks = iter(self)
+        if self.has_merging:
+            x, hw_shape = next(blocks)(x, hw_shape)
+        for block in blocks:
+            x = block(x, hw_shape)
+        return x, hw_shape
+
+
 class LightViT(BaseModule):
     """LightViT backbone for dense prediction and classification.
 
@@ -510,19 +539,15 @@ class LightViT(BaseModule):
         for i, (dims, depth, heads, ratio) in enumerate(zip(
                 self.embed_dims, self.depths, self.arch_settings['num_heads'],
                 self.arch_settings['mlp_ratios'])):
-            layers = []
-            if i > 0:
-                layers.append(ResidualPatchMerging(self.embed_dims[i - 1], dims,
-                                                   self.num_tokens))
+            merging = (ResidualPatchMerging(self.embed_dims[i - 1], dims, self.num_tokens)
+                       if i > 0 else None)
             last_stage = i == self.num_stages - 1
-            for j in range(depth):
-                layers.append(LightViTBlock(
-                    dims, heads, self.num_tokens, ratio, window_size, qkv_bias,
-                    drop_path=dpr[sum(self.depths[:i]) + j],
-                    drop_global_tokens=(out_type == 'featmap' and last_stage
-                                        and j == depth - 1),
-                    with_cp=with_cp))
-            self.stages.append(Sequential(*layers))
+            blocks = [LightViTBlock(
+                dims, heads, self.num_tokens, ratio, window_size, qkv_bias,
+                drop_path=dpr[sum(self.depths[:i]) + j],
+                drop_global_tokens=(out_type == 'featmap' and last_stage and j == depth - 1),
+                with_cp=with_cp) for j in range(depth)]
+            self.stages.append(LightViTStage(blocks, merging))
 
         if out_type == 'featmap':
             for i in self.out_indices:
@@ -591,96 +616,11 @@ class LightViT(BaseModule):
             kwargs = {k: v for k, v in cfg.items() if k != 'type'}
             self.load_pretrained(**kwargs)
 
-    def load_pretrained(self,
-                        checkpoint: str,
-                        prefix: Optional[str] = None,
-                        checkpoint_key: str = 'model',
-                        global_token_init: str = 'strict',
-                        weights_only: bool = True,
-                        map_location='cpu') -> Dict[str, list]:
-        """Load backbone weights from an official or OpenMMLab checkpoint.
-
-        Accepts a raw state dict, ``{'state_dict': ...}``, the official
-        training format ``{'model', 'ema_model', ...}``, and checkpoints of
-        whole mmdet/mmseg/mmpretrain models (``backbone.`` prefix) or of
-        wrapped models (``module.``). The official classifier's ``norm``,
-        ``neck`` and ``head`` are skipped quietly; every other difference is
-        logged, and a checkpoint that matches nothing fails.
-
-        Args:
-            checkpoint (str): Path or URL of the checkpoint.
-            prefix (str, optional): Load only the keys under this prefix
-                (e.g. ``'backbone.'``); None takes ``backbone.`` when present.
-            checkpoint_key (str): ``'model'`` or ``'ema_model'`` for official
-                training checkpoints. Defaults to ``'model'``.
-            global_token_init (str): What to do when the checkpoint has another
-                number of global tokens than the model: ``'strict'`` fails,
-                ``'repeat'`` tiles the checkpoint's tokens to the model's
-                count (cut at the end). Tiling keeps the network's function:
-                attention over k identical copies equals attention over one.
-                Defaults to ``'strict'``.
-            weights_only (bool): Refuse pickled objects other than tensors and
-                mmengine's own. Defaults to True.
-            map_location (str): Where tensors are loaded. Defaults to 'cpu'.
-
-        Returns:
-            dict: the names ``loaded``, ``missing`` (model keys not in the
-            checkpoint), ``unexpected`` (checkpoint keys not in the model)
-            and ``ignored`` (classifier parts).
-
-        Raises:
-            FileNotFoundError: the file does not exist.
-            KeyError: no checkpoint key matches the backbone.
-            ValueError: a tensor's shape differs from the model's, or the
-                global-token count differs under ``'strict'``.
-        """
-        if global_token_init not in ('strict', 'repeat'):
-            raise ValueError(f"global_token_init must be 'strict' or 'repeat', "
-                             f'got {global_token_init!r}')
-        raw = load_checkpoint_file(checkpoint, map_location, weights_only)
-        state_dict, source = extract_state_dict(raw, checkpoint_key)
-        state_dict = strip_prefixes(state_dict, prefix)
-        own = self.state_dict()
-        ignored = [k for k in state_dict
-                   if k not in own and k.split('.')[0] in CLASSIFIER_PARTS]
-        state_dict = {k: v for k, v in state_dict.items() if k not in ignored}
-        loaded = [k for k in state_dict if k in own]
-        if not loaded:
-            raise KeyError(
-                f'no key of {checkpoint} (state dict from {source}, first keys '
-                f'{list(state_dict)[:5]}) matches the LightViT backbone (e.g. '
-                f"{list(own)[:3]}). Is it a LightViT checkpoint? Set init_cfg's "
-                "prefix to the backbone's prefix, if it has one.")
-        tokens, own_tokens = state_dict.get('global_token'), own['global_token']
-        if (tokens is not None and tokens.dim() == 3 and tokens.shape[2] == own_tokens.shape[2]
-                and tokens.shape[1] != own_tokens.shape[1]):
-            if global_token_init != 'repeat':
-                raise ValueError(
-                    f'{checkpoint} has {tokens.shape[1]} global tokens '
-                    f'{tuple(tokens.shape)}, the model {self.num_tokens} '
-                    f'{tuple(own_tokens.shape)}: build the model with '
-                    f'num_tokens={tokens.shape[1]}, or add '
-                    "global_token_init='repeat' to the Pretrained init_cfg to tile "
-                    "the checkpoint's tokens")
-            repeats = -(-self.num_tokens // tokens.shape[1])
-            state_dict['global_token'] = tokens.repeat(1, repeats, 1)[:, :self.num_tokens]
-            print_log(f'global_token: tiled the checkpoint\'s {tokens.shape[1]} tokens '
-                      f'to {self.num_tokens}', logger='current')
-        mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                      for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
-        if mismatched:
-            raise ValueError(f'shapes in {checkpoint} differ from the model: '
-                             + '; '.join(mismatched))
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
-        self.load_state_dict(state_dict, strict=False)
-        print_log(f'LightViT: loaded {len(loaded)}/{len(own)} tensors from {checkpoint} '
-                  f'({source}); skipped {len(ignored)} classifier keys; missing: '
-                  f'{missing or "none"}; unexpected: {unexpected or "none"}',
-                  logger='current',
-                  level=logging.WARNING if unexpected or any(
-                      not k.startswith('norm') for k in missing) else logging.INFO)
-        return dict(loaded=loaded, missing=missing, unexpected=unexpected, ignored=ignored)
+    def load_pretrained(self, checkpoint: str, **kwargs) -> Dict[str, list]:
+        """Load backbone weights from an official or OpenMMLab checkpoint;
+        see :func:`lightvit_mm.utils.checkpoint.load_lightvit_weights` for the
+        accepted formats, the keyword arguments and the errors raised."""
+        return load_lightvit_weights(self, checkpoint, **kwargs)
 
     def _freeze_stages(self):
         if self.frozen_stages < 0:
@@ -717,11 +657,7 @@ class LightViT(BaseModule):
         x = torch.cat([self.global_token.expand(x.shape[0], -1, -1), x], dim=1)
         outs = []
         for i, stage in enumerate(self.stages):
-            for layer in stage:
-                if isinstance(layer, ResidualPatchMerging):
-                    x, hw_shape = layer(x, hw_shape)
-                else:
-                    x = layer(x, hw_shape)
+            x, hw_shape = stage(x, hw_shape)
             if i in self.out_indices and self.out_type == 'raw':
                 outs.append(x)
             elif i in self.out_indices:

@@ -1,9 +1,9 @@
 # UPerNet + LightViT-T on the digits canvases' semantic maps (background + 10
-# digits; lightvit_mm.datasets.digits.build_digits_coco writes them beside the
+# digits; lightvit_mm.demo_data.digits.build_digits_coco writes them beside the
 # COCO files), trained on CPU. Only data, resolution (128x128, no crops) and
 # schedule differ from the ADE20K config, plus BN instead of SyncBN in the
 # heads (a single CPU process has no SyncBN).
-_base_ = './lightvit-t-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
+_base_ = '../lightvit-t-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
 
 data_root = 'data/digits/'
 image_size = (128, 128)

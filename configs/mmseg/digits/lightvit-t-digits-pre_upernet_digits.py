@@ -1,5 +1,5 @@
 # lightvit-t_upernet_digits.py, starting from the digits-pretrained LightViT-T
-# (configs/mmpretrain/lightvit-tiny_digits.py), exactly as the ADE20K configs
+# (configs/mmpretrain/digits/lightvit-tiny_digits.py), exactly as the ADE20K configs
 # start from the ImageNet weights. Point it at your checkpoint with
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH
 _base_ = './lightvit-t_upernet_digits.py'

@@ -1,5 +1,5 @@
 # mask-rcnn_lightvit-t_lightvit-fpn_digits.py, starting from the digits-pretrained
-# LightViT-T (configs/mmpretrain/lightvit-tiny_digits.py), exactly as the COCO
+# LightViT-T (configs/mmpretrain/digits/lightvit-tiny_digits.py), exactly as the COCO
 # configs start from the ImageNet weights. Point it at your checkpoint with
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH
 _base_ = './mask-rcnn_lightvit-t_lightvit-fpn_digits.py'

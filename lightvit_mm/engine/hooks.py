@@ -29,7 +29,7 @@ class RNGStateHook(Hook):
     Saved under ``checkpoint['rng_state']``: torch's CPU generator, the CUDA
     generators (when CUDA is available), numpy's global generator and
     Python's ``random``; all load under ``torch.load(weights_only=True)`` with
-    :func:`lightvit_mm.checkpoint.safe_mmengine_checkpoints`.
+    :func:`lightvit_mm.utils.checkpoint.safe_mmengine_checkpoints`.
 
     The states are restored at the start of the first resumed iteration, after
     the loop has skipped the batches already trained on, so whatever the skip

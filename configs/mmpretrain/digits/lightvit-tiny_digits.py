@@ -1,9 +1,9 @@
 # LightViT-T classification pretraining on the digits (CPU, minutes): one-digit
-# 48x48 canvases in class folders (lightvit_mm.datasets.digits.build_digits_cls).
+# 48x48 canvases in class folders (lightvit_mm.demo_data.digits.build_digits_cls).
 # Only data, resolution and schedule differ from the ImageNet config; the
 # mixup/cutmix batch augments go with the data (they slow a short run down).
 # A short run on 3000 images fits faster with no drop path (lr 2e-3 stalled at chance).
-_base_ = './lightvit-tiny_8xb128_in1k.py'
+_base_ = '../lightvit-tiny_8xb128_in1k.py'
 
 data_root = 'data/digits_cls/'
 max_iters = 1800

@@ -1,1 +1,0 @@
-"""Small real-image datasets for the demos."""

@@ -1,0 +1,1 @@
+"""Generators of the small datasets the demos and tests train on (files on disk, not dataset classes)."""

@@ -1,0 +1,1 @@
+"""Run-time helpers for mmengine's Runner: hooks and the distributed set-up."""
