@@ -4,13 +4,18 @@
 a config) registers :class:`LightViT`, :class:`LightViTFPN` and
 :class:`LightViTClsNeck` in the ``MODELS`` registry of every installed
 OpenMMLab package that uses them, and :class:`~lightvit_mm.engine.hooks.RNGStateHook`
-(exact resume) in mmengine's ``HOOKS``.
+(exact resume) in mmengine's ``HOOKS``. It also adds the checked stand-ins of
+:mod:`lightvit_mm.utils.safe_unpickling` to torch's weights-only allow-list, so
+mmengine checkpoints open in the stock OpenMMLab APIs with safe loading on
+(``LIGHTVIT_MM_SAFE_GLOBALS=0`` opts out).
 """
 from .engine import hooks  # noqa: F401  (registers RNGStateHook in mmengine's HOOKS)
 from .models import LightViT, LightViTClsNeck, LightViTFPN
 from .registry import register_all_modules
+from .utils.safe_unpickling import register_safe_globals
 from .version import __version__
 
 REGISTERED_IN = register_all_modules()
+SAFE_GLOBALS_REGISTERED = register_safe_globals()
 
 __all__ = ['LightViT', 'LightViTClsNeck', 'LightViTFPN', 'register_all_modules', '__version__']

@@ -1,1 +1,2 @@
-"""Generators of the small datasets the demos and tests train on (files on disk, not dataset classes)."""
+"""Generators of the small datasets that the demos and tests train on
+(files written to disk, not dataset classes)."""

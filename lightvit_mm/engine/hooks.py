@@ -28,8 +28,9 @@ class RNGStateHook(Hook):
 
     Saved under ``checkpoint['rng_state']``: torch's CPU generator, the CUDA
     generators (when CUDA is available), numpy's global generator and
-    Python's ``random``; all load under ``torch.load(weights_only=True)`` with
-    :func:`lightvit_mm.utils.checkpoint.safe_mmengine_checkpoints`.
+    Python's ``random``: tensors, tuples, ints and a numeric numpy array, all
+    read by ``torch.load(weights_only=True)`` once ``lightvit_mm`` is imported
+    (:mod:`lightvit_mm.utils.safe_unpickling`).
 
     The states are restored at the start of the first resumed iteration, after
     the loop has skipped the batches already trained on, so whatever the skip

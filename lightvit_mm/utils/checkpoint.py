@@ -1,14 +1,10 @@
 # Copyright (c) lightvit-mm contributors. Licensed under the Apache License 2.0.
 """Reading checkpoints: safely, and whatever their wrapping.
 
-torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine 0.10.7
-checkpoints carry, besides tensors, the runner's message hub: ``HistoryBuffer``
-objects holding numpy arrays and scalars, whose ``statistics_methods`` dict is
-pickled through ``builtins.getattr``. So ``load_from``, ``--resume`` and
-``init_detector`` fail on them. Rather than turning safe loading off, the
-context manager below allow-lists exactly those globals. The weights-only
-unpickler only *calls* allow-listed callables, so a file can still build
-nothing else.
+Files are read weights-only (``torch.load(weights_only=True)``); what an
+mmengine checkpoint needs beyond torch's defaults is allow-listed through the
+checked stand-ins of :mod:`lightvit_mm.utils.safe_unpickling`, never the
+objects themselves.
 
 The official LightViT checkpoints come as raw state dicts, as
 ``{'state_dict': ...}`` or in the training format ``{'epoch', 'model',
@@ -16,36 +12,32 @@ The official LightViT checkpoints come as raw state dicts, as
 ``backbone.``. :func:`extract_state_dict` and :func:`strip_prefixes` unwrap
 them all.
 """
-import builtins
 import contextlib
 import logging
+import os
 import os.path as osp
 import pickle
 import re
-from typing import Dict, Iterator, List, Optional
+import tempfile
+from typing import Dict, Iterator, Optional
 
-import numpy as np
 import torch
-from mmengine.logging import HistoryBuffer, print_log
+from mmengine.logging import print_log
 
-
-def mmengine_checkpoint_globals() -> List:
-    """The globals, beyond torch's defaults, that an mmengine 0.10 checkpoint
-    needs (found with ``torch.serialization.get_unsafe_globals_in_checkpoint``
-    on a checkpoint written by ``Runner``)."""
-    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
-    # numpy >= 1.25 pickles each dtype with its class (np.dtypes.Float64DType, ...).
-    dtype_classes = [cls for cls in vars(getattr(np, 'dtypes', object)).values()
-                     if isinstance(cls, type) and issubclass(cls, np.dtype)]
-    return [HistoryBuffer, np.ndarray, np.dtype, multiarray.scalar,
-            multiarray._reconstruct, builtins.getattr, *dtype_classes]
+from .safe_unpickling import safe_globals
 
 
 @contextlib.contextmanager
 def safe_mmengine_checkpoints() -> Iterator[None]:
     """Within this context, ``torch.load`` (weights-only) reads mmengine's
-    checkpoints; anything else not allow-listed still fails to load."""
-    with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
+    checkpoints through the checked stand-ins of
+    :func:`lightvit_mm.utils.safe_unpickling.safe_globals`, also when
+    ``LIGHTVIT_MM_SAFE_GLOBALS=0`` kept them out of the process-wide
+    allow-list; anything else still fails to load."""
+    present = torch.serialization.get_safe_globals()
+    # torch's context manager removes its entries on exit: give it only those
+    # not registered already (by ``import lightvit_mm``), which must stay.
+    with torch.serialization.safe_globals([e for e in safe_globals() if e not in present]):
         yield
 
 
@@ -53,7 +45,7 @@ def load_checkpoint_file(filename: str, map_location='cpu', weights_only: bool =
     """Read a checkpoint file or URL, weights-only by default.
 
     Local files are read with ``torch.load(weights_only=weights_only)`` with
-    mmengine's own globals allowed (:func:`safe_mmengine_checkpoints`); other
+    the checked stand-ins for mmengine's objects (:func:`safe_mmengine_checkpoints`); other
     locations (``http(s)://``, ``s3://``, ...) go through mmengine's
     ``CheckpointLoader``, also weights-only.
 
@@ -83,7 +75,7 @@ def load_checkpoint_file(filename: str, map_location='cpu', weights_only: bool =
             return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
     except pickle.UnpicklingError as error:
         # torch's message: the refused global is on its 'WeightsUnpickler error' line.
-        reason = re.search(r'WeightsUnpickler error: ([^\n]*?)(?: was not| Please|$)',
+        reason = re.search(r'WeightsUnpickler error:\s*([^\n]*?)(?: was not| Please|$)',
                            str(error), re.M)
         refused = reason.group(1) if reason else 'see torch.load'
         raise RuntimeError(
@@ -91,6 +83,22 @@ def load_checkpoint_file(filename: str, map_location='cpu', weights_only: bool =
             f'({refused}). If you trust the file, load it with '
             "weights_only=False (e.g. init_cfg=dict(type='Pretrained', "
             "checkpoint=..., weights_only=False)).") from error
+
+
+def save_checkpoint_atomic(obj, filename: str) -> None:
+    """``torch.save(obj)`` to ``filename`` atomically: written to a temporary
+    file in the same folder, then renamed, so an interrupted save never
+    leaves a half-written checkpoint (the folder is created if needed)."""
+    folder = osp.dirname(osp.abspath(filename))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + osp.basename(filename), suffix='.tmp')
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, filename)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
 
 
 def extract_state_dict(checkpoint, checkpoint_key: str = 'model'):

@@ -14,16 +14,15 @@ Example:
         lightvit_tiny_78.7.ckpt checkpoints/lightvit-tiny_in1k.pth
 """
 import argparse
-import os
 import os.path as osp
-import tempfile
 
 import torch
 from mmpretrain.registry import MODELS
 
 import lightvit_mm  # noqa: F401 (registers LightViT and LightViTClsNeck)
-from lightvit_mm.utils.checkpoint import (CLASSIFIER_PARTS, extract_state_dict, infer_lightvit_arch,
-                                    load_checkpoint_file, official_to_mmpretrain)
+from lightvit_mm.utils.checkpoint import (CLASSIFIER_PARTS, extract_state_dict,
+                                          infer_lightvit_arch, load_checkpoint_file,
+                                          official_to_mmpretrain, save_checkpoint_atomic)
 
 
 def build_classifier(info):
@@ -47,19 +46,6 @@ def convert(state_dict, target):
                              'head.weight); use --to backbone for a backbone-only one')
         return official_to_mmpretrain(state_dict)
     return {k: v for k, v in state_dict.items() if k.split('.')[0] not in CLASSIFIER_PARTS}
-
-
-def save_atomic(obj, dst):
-    folder = osp.dirname(osp.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
 
 
 def verify(source_state, dst, target):
@@ -97,7 +83,7 @@ def main(argv=None):
         parser.error(f'{args.dst} exists; pass --force to overwrite it')
     state_dict, source = extract_state_dict(load_checkpoint_file(args.src), args.checkpoint_key)
     state_dict = {k: v for k, v in state_dict.items() if torch.is_tensor(v)}
-    save_atomic(dict(state_dict=convert(state_dict, args.to),
+    save_checkpoint_atomic(dict(state_dict=convert(state_dict, args.to),
                      meta=dict(source=osp.basename(args.src), converted_to=args.to)), args.dst)
     verify(state_dict, args.dst, args.to)
     print(f'converted {len(state_dict)} tensors from {args.src} ({source}) to '
