@@ -1,1 +1,1 @@
-"""Checkpoint reading and complexity counting."""
+"""Checkpoint reading (formats, safe unpickling) and complexity counting."""
