@@ -143,7 +143,7 @@ ATTACKS = {
     'module_dict_setitem': (module_dict_setitem,
                             r"refused getattr\(function HistoryBuffer.min, '__globals__'\)"),
     'history_buffer_attributes': (history_buffer_attributes,
-                                  r"refused HistoryBuffer state \[.*'nn'.*\]"),
+                                  r"refused HistoryBuffer state: unexpected keys \['nn'\]"),
     'history_buffer_statistics': (history_buffer_statistics,
                                   r'refused HistoryBuffer statistics_methods'),
     'numpy_object_dtype': (numpy_object_dtype, r'refused numpy array of dtype'),

@@ -240,11 +240,14 @@ class CheckedHistoryBuffer(HistoryBuffer):
     """
 
     def __setstate__(self, state):
-        if type(state) is not dict or not set(state) <= HISTORY_BUFFER_KEYS:
-            keys = sorted(map(repr, state)) if isinstance(state, dict) else _describe(state)
+        if type(state) is not dict:
+            raise UnsafeCheckpointError(f'refused HistoryBuffer state: {_describe(state)}, '
+                                        'not a dict')
+        unexpected = sorted(map(repr, set(state) - HISTORY_BUFFER_KEYS))
+        if unexpected:
             raise UnsafeCheckpointError(
-                f'refused HistoryBuffer state {keys}: accepted keys are '
-                f'{sorted(HISTORY_BUFFER_KEYS)}')
+                f'refused HistoryBuffer state: unexpected keys [{", ".join(unexpected)}]; '
+                f'accepted keys are {sorted(HISTORY_BUFFER_KEYS)}')
         max_length = state.get('max_length', 1000000)
         if type(max_length) is not int or max_length <= 0:
             raise UnsafeCheckpointError(f'refused HistoryBuffer max_length {max_length!r}')
