@@ -3,7 +3,9 @@
 # images, AdamW lr 2e-4, weight decay 0.04 with none on norms, position-bias
 # tables, global tokens and the stem BNs, 500-iteration linear warm-up, steps at
 # epochs 8 and 11, drop-path 0.1, stem BN statistics frozen.
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+_base_ = [
+    'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', '../_base_/lightvit_no_decay.yml'
+]
 custom_imports = dict(imports=['lightvit_mm'], allow_failed_imports=False)
 
 # The official ImageNet weights; override with
@@ -31,10 +33,4 @@ optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.04),
-    # norm_decay_mult covers every LayerNorm and the stem BatchNorms.
-    paramwise_cfg=dict(
-        norm_decay_mult=0.,
-        custom_keys={
-            'relative_position_bias_table': dict(decay_mult=0.),
-            'global_token': dict(decay_mult=0.),
-        }))
+    paramwise_cfg=_base_.lightvit_no_decay)

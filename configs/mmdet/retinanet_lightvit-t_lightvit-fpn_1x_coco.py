@@ -16,7 +16,7 @@
 # LightViT's no-decay list as in the Mask R-CNN configs. Batch 8 GPUs x 2,
 # 500-iteration linear warm-up, steps at epochs 8 and 11 (mmdet's 1x).
 # Backbone as in the Mask R-CNN recipe: drop-path 0.1, stem BN frozen.
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', '../_base_/lightvit_no_decay.yml']
 custom_imports = dict(imports=['lightvit_mm'], allow_failed_imports=False)
 
 # The official ImageNet weights; override with
@@ -45,10 +45,4 @@ optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    # norm_decay_mult covers every LayerNorm and the stem BatchNorms.
-    paramwise_cfg=dict(
-        norm_decay_mult=0.,
-        custom_keys={
-            'relative_position_bias_table': dict(decay_mult=0.),
-            'global_token': dict(decay_mult=0.),
-        }))
+    paramwise_cfg=_base_.lightvit_no_decay)

@@ -30,6 +30,7 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
+    '../_base_/lightvit_no_decay.yml',
 ]
 custom_imports = dict(imports=['lightvit_mm'], allow_failed_imports=False)
 
@@ -55,14 +56,8 @@ optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.04),
-    paramwise_cfg=dict(
-        norm_decay_mult=0.,
-        bias_decay_mult=0.,
-        flat_decay_mult=0.,
-        custom_keys={
-            'global_token': dict(decay_mult=0.),
-            'relative_position_bias_table': dict(decay_mult=0.),
-        }))
+    # flat_decay_mult: every 1-D parameter (norms and biases), as the official optimizer.
+    paramwise_cfg=dict(**_base_.lightvit_no_decay, bias_decay_mult=0., flat_decay_mult=0.))
 
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=20),

@@ -18,7 +18,10 @@
 # stem BatchNorms train, as mmseg's Swin recipe freezes no norm).
 # No weight decay on norms (LayerNorms, stem BNs, head BNs via norm_decay_mult),
 # relative_position_bias_table and global_token, as in the detection configs.
-_base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'  # noqa
+_base_ = [
+    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+    '../_base_/lightvit_no_decay.yml',
+]
 custom_imports = dict(imports=['lightvit_mm'], allow_failed_imports=False)
 
 # The official ImageNet weights; override with
@@ -43,9 +46,4 @@ optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(
-        norm_decay_mult=0.,
-        custom_keys={
-            'relative_position_bias_table': dict(decay_mult=0.),
-            'global_token': dict(decay_mult=0.),
-        }))
+    paramwise_cfg=_base_.lightvit_no_decay)
