@@ -1,0 +1,140 @@
+"""The package as an OpenMMLab user gets it: a wheel built with ``python -m build``
+and installed into a fresh virtual environment that already holds torch and the
+mmcv 2.1.0 wheel that tools/setup_env.sh built (no compiler runs), then used from
+a folder outside the repository: a shipped config loads, `mim search` lists the
+model zoo and `mim train` trains the digits demo config for two iterations.
+
+Slow (a fresh venv with torch: minutes), and it needs the package registries
+that tools/setup_env.sh uses. Skipped when the cached mmcv wheel is missing.
+"""
+import glob
+import os
+import os.path as osp
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import time
+import zipfile
+
+import pytest
+import torch
+from conftest import REPO, tiny_digits_options
+
+pytestmark = pytest.mark.slow
+
+MIM_CONFIG = 'mask-rcnn_lightvit-t_lightvit-fpn_digits.py'
+TIMES = {}
+
+
+def cached_mmcv_wheel():
+    """The mmcv 2.1.0 wheel tools/setup_env.sh keeps for this torch, Python and
+    platform (the same cache key), or None."""
+    cuda = 'cu' + torch.version.cuda.replace('.', '') if torch.cuda.is_available() else 'cpu'
+    key = '-'.join([f'torch{torch.__version__.replace("+", "_")}',
+                    f'cp{sys.version_info[0]}{sys.version_info[1]}',
+                    sysconfig.get_platform().replace('-', '_'), cuda])
+    cache = os.environ.get('LIGHTVIT_WHEEL_CACHE',
+                           osp.expanduser('~/.cache/lightvit_mm/wheels'))
+    found = glob.glob(osp.join(cache, key, 'mmcv-2.1.0-*.whl'))
+    return found[0] if found else None
+
+
+def run(cmd, cwd, stage=None):
+    """Run ``cmd`` in ``cwd`` without this checkout on the path; its output, or
+    the failure with the output in the message. ``stage`` records its time."""
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if stage:
+        TIMES[stage] = time.perf_counter() - start
+    assert proc.returncode == 0, f'{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope='module')
+def dist(tmp_path_factory):
+    """The sdist and the wheel that ``python -m build`` makes of this checkout."""
+    out = tmp_path_factory.mktemp('dist')
+    run([sys.executable, '-m', 'build', '--outdir', str(out), REPO], cwd=str(out),
+        stage='python -m build (sdist, then the wheel from it)')
+    (sdist, ), (wheel, ) = glob.glob(str(out / '*.tar.gz')), glob.glob(str(out / '*.whl'))
+    return sdist, wheel
+
+
+@pytest.fixture(scope='module')
+def venv(dist, tmp_path_factory):
+    """A fresh venv: torch and the cached mmcv wheel first, as a user's
+    OpenMMLab environment, then ``lightvit-mm[mmdet]`` from the wheel and openmim."""
+    mmcv = cached_mmcv_wheel()
+    if mmcv is None:
+        pytest.skip('no cached mmcv 2.1.0 wheel for this torch: run tools/setup_env.sh')
+    root = tmp_path_factory.mktemp('venv')
+    run([sys.executable, '-m', 'venv', str(root)], cwd=str(root), stage='python -m venv')
+    pip = [str(root / 'bin' / 'python'), '-m', 'pip', 'install', '--disable-pip-version-check']
+    run(pip + [f'torch=={torch.__version__}', mmcv], cwd=str(root),
+        stage='pip install torch + the cached mmcv wheel')
+    log = run(pip + [f'{dist[1]}[mmdet]', 'openmim'], cwd=str(root),
+              stage='pip install lightvit-mm[mmdet] + openmim')
+    return root, log
+
+
+def test_wheel_and_sdist_carry_configs_tools_and_model_index(dist):
+    sdist, wheel = dist
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+    for name in ('lightvit_mm/.mim/model-index.yml', 'lightvit_mm/.mim/tools/train.py',
+                 'lightvit_mm/.mim/tools/test.py', 'lightvit_mm/.mim/configs/mmdet/metafile.yml',
+                 f'lightvit_mm/.mim/configs/mmdet/digits/{MIM_CONFIG}',
+                 'lightvit_mm/.mim/configs/_base_/lightvit_no_decay.yml',
+                 'lightvit_mm/models/backbones/lightvit.py'):
+        assert name in names, f'{name} not in {osp.basename(wheel)}'
+    configs = glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
+    assert len([n for n in names if n.startswith('lightvit_mm/.mim/configs/')
+                and n.endswith('.py')]) == len(configs)
+    assert not any('__pycache__' in n or n.startswith('tests/') for n in names)
+    with tarfile.open(sdist) as t:
+        members = {m.split('/', 1)[1] for m in t.getnames() if '/' in m}
+    assert {'LICENSE', 'CITATION.cff', 'model-index.yml', 'configs/mmseg/metafile.yml',
+            'tools/train.py', 'setup.py', 'pyproject.toml'} <= members
+
+
+def test_install_into_stack_with_mmcv_builds_nothing(venv):
+    _, log = venv
+    assert 'Building wheel' not in log and 'Running setup.py' not in log, log
+    installed = [line for line in log.splitlines() if line.startswith('Successfully installed')]
+    assert installed and ('lightvit-mm-' in installed[0] or 'lightvit_mm-' in installed[0])
+    assert not any(f' {name}-' in installed[0] for name in ('mmcv', 'torch')), installed[0]
+
+
+def test_shipped_config_loads_outside_the_repository(venv, tmp_path):
+    root, _ = venv
+    code = ('import os.path as osp, lightvit_mm; from mmengine.config import Config; '
+            'path = osp.join(osp.dirname(lightvit_mm.__file__), ".mim", "configs", "mmdet", '
+            '"mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py"); cfg = Config.fromfile(path); '
+            'print(lightvit_mm.__file__); print(cfg.model.backbone.type, '
+            'cfg.optim_wrapper.paramwise_cfg.custom_keys.global_token.decay_mult)')
+    out = run([str(root / 'bin' / 'python'), '-c', code], cwd=str(tmp_path)).split('\n')
+    assert out[0].startswith(str(root)), f'imported {out[0]}, not the installed package'
+    assert out[1] == 'LightViT 0.0'
+
+
+def test_mim_search_lists_the_model_zoo(venv, tmp_path):
+    root, _ = venv
+    out = run([str(root / 'bin' / 'mim'), 'search', 'lightvit_mm'], cwd=str(tmp_path))
+    for name in ('mask-rcnn_lightvit-t_lightvit-fpn_1x_coco', 'lightvit-tiny_8xb128_in1k',
+                 'lightvit-b-in1k-pre_upernet_8xb2-160k_ade20k-512x512'):
+        assert name in out, out
+
+
+def test_mim_train_two_iterations_on_digits(venv, tiny_digits, tmp_path):
+    root, _ = venv
+    work_dir = tmp_path / 'work'
+    out = run([str(root / 'bin' / 'mim'), 'train', 'lightvit_mm', MIM_CONFIG, '--work-dir',
+         str(work_dir), '--cfg-options', *tiny_digits_options(tiny_digits, max_iters=2)],
+        cwd=str(tmp_path), stage='mim train, 2 iterations')
+    assert (work_dir / 'iter_2.pth').is_file()
+    # mim found the config by its name in the installed package, not in this checkout.
+    found = osp.join(osp.realpath(root), 'lib')
+    assert f'will use {found}' in out and f'.mim/configs/mmdet/digits/{MIM_CONFIG}' in out, out
+    print('\n'.join(f'{stage}: {seconds:.0f} s' for stage, seconds in TIMES.items()))
