@@ -1,5 +1,6 @@
 # lightvit-mm: `make demo` (the CPU demo) and `make test` (the test suite) set up
-# .venv by themselves (tools/setup_env.sh; a no-op when it is up to date).
+# .venv by themselves (tools/setup_env.sh; a no-op when it is up to date);
+# `make test` lints with ruff (pyproject.toml) before it runs pytest.
 # `make demo-full` runs the whole pipeline (pretrain, detect, segment) into report/;
 # PIPELINE_OPTIONS passes budgets, e.g. PIPELINE_OPTIONS="--det-iters 300".
 PY := .venv/bin/python
@@ -17,6 +18,7 @@ setup:
 	bash tools/setup_env.sh
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest tests -q
 
 demo: setup

@@ -7,6 +7,17 @@ DATA = osp.join(osp.dirname(__file__), 'data')
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+def load_tool(path):
+    """The script ``path`` (relative to the repository, e.g.
+    ``'tools/analysis/get_flops.py'``) imported as a module."""
+    import importlib.util
+    name = osp.splitext(osp.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def build_model(cfg):
     """Build ``cfg.model`` in the registry scope of the config's package
     (mmdet, mmseg or mmpretrain), leaving the default scope as it was."""
@@ -25,6 +36,7 @@ def _isolated_default_scope():
     ``mmpretrain`` classifier) would look in mmseg's.
     """
     import copy
+
     from mmengine.registry import DefaultScope
     saved = copy.copy(DefaultScope._instance_dict)
     yield

@@ -264,11 +264,11 @@ def detector():
     """The digits Mask R-CNN (LightViT-T), its initial weights and a batch
     maker: one 64x64 image with one box and mask, ``value`` pasted in."""
     import numpy as np
+    from conftest import DIGITS_CONFIG
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
     from mmengine.config import Config
     from mmengine.structures import InstanceData
-    from conftest import DIGITS_CONFIG
     cfg = Config.fromfile(DIGITS_CONFIG)
     torch.manual_seed(0)
     model = build_model(cfg)

@@ -1,11 +1,8 @@
-import importlib.util
-import os.path as osp
-
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import REPO
+from conftest import load_tool
 
 from lightvit_mm.utils.complexity import count_complexity
 
@@ -13,11 +10,7 @@ from lightvit_mm.utils.complexity import count_complexity
 @pytest.fixture(scope='module')
 def get_flops_tool():
     """tools/analysis/get_flops.py, imported as a module."""
-    spec = importlib.util.spec_from_file_location(
-        'get_flops', osp.join(REPO, 'tools', 'analysis', 'get_flops.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/analysis/get_flops.py')
 
 
 class TwoAttentions(nn.Module):

@@ -59,9 +59,10 @@ def test_config_builds(path):
 def test_mask_rcnn_forward_loss_and_predict():
     """One training step and one prediction of Mask R-CNN + LightViT-T on CPU."""
     from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
     from mmdet.structures.mask import BitmapMasks
-    cfg = Config.fromfile(osp.join(REPO, 'configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_digits.py'))
+    from mmengine.structures import InstanceData
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_digits.py'))
     torch.manual_seed(0)
     model = build_model(cfg)
     model.init_weights()

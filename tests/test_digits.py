@@ -17,8 +17,8 @@ def test_scan_split_is_disjoint_and_complete():
 
 
 def test_coco_dataset_is_valid_and_deterministic(tmp_path):
-    from pycocotools.coco import COCO
     from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
     files_a = build_digits_coco(str(tmp_path / 'a'), num_train=6, num_val=3, seed=3)
     files_b = build_digits_coco(str(tmp_path / 'b'), num_train=6, num_val=3, seed=3)
     for split in ('train', 'val'):

@@ -1,7 +1,6 @@
 """ONNX export (tools/deployment/export_onnx.py): one exported model, dynamic
 batch/height/width, reproduces the eager outputs at other sizes than the one
 it was traced at, within 1e-4, in onnxruntime."""
-import importlib.util
 import os.path as osp
 import subprocess
 import sys
@@ -9,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, load_tool
 
 ort = pytest.importorskip('onnxruntime', reason='onnxruntime is not installed '
                           "(pip install -e '.[tests]')")
@@ -22,10 +21,7 @@ ATOL = 1e-4
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('export_onnx', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(osp.relpath(TOOL, REPO))
 
 
 def compare(model, path, sizes, batch=2):

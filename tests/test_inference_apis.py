@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from conftest import DIGITS_CONFIG, NO_EVAL_OPTIONS, REPO, train_command
 
 SEG_CONFIG = osp.join(REPO, 'configs/mmseg/digits/lightvit-t_upernet_digits.py')

@@ -5,10 +5,10 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, build_model
+from conftest import REPO, build_model, load_tool
 
-from lightvit_mm.utils.checkpoint import infer_lightvit_arch, official_to_mmpretrain
 from lightvit_mm.models import LightViT
+from lightvit_mm.utils.checkpoint import infer_lightvit_arch, official_to_mmpretrain
 
 
 @pytest.fixture
@@ -164,14 +164,6 @@ def test_converter(tmp_path, official_vectors, mini_arch, target):
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['converted.pth']
 
 
-def load_tool(name, path):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def build_from_config(path, **model_overrides):
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(REPO, path))
@@ -194,7 +186,7 @@ def test_mmpretrain_config_gives_official_logits(tmp_path, official_vectors, min
     state = official_vectors['cls_state_dict']
     torch.save(FORMATS[fmt](state) if key == 'model' else
                {'model': {k: v + 1 for k, v in state.items()}, 'ema_model': dict(state)}, src)
-    tool = load_tool('converter', 'tools/model_converters/lightvit_official_to_mm.py')
+    tool = load_tool('tools/model_converters/lightvit_official_to_mm.py')
     tool.main([src, dst, '--checkpoint-key', key])
     neck_dims = official_vectors['cls_neck_dim']
     model = build_from_config(

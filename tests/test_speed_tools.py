@@ -9,7 +9,6 @@
 import os.path as osp
 import sys
 
-import torch
 from conftest import REPO
 
 from lightvit_mm import LightViT

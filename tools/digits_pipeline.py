@@ -168,8 +168,8 @@ def write_report(results, args, report_dir, total_seconds):
         'Pretraining: `configs/mmpretrain/digits/lightvit-tiny_digits.py`; fine-tuning starts from '
         'its checkpoint through `init_cfg=dict(type=\'Pretrained\', prefix=\'backbone.\')` '
         '(`configs/mmdet/digits/mask-rcnn_lightvit-t-digits-pre_lightvit-fpn_digits.py`, '
-        '`configs/mmseg/digits/lightvit-t-digits-pre_upernet_digits.py`); the from-scratch runs use '
-        'the same configs without it, at the same budget and seed.', '',
+        '`configs/mmseg/digits/lightvit-t-digits-pre_upernet_digits.py`); '
+        'the from-scratch runs use the same configs without it, at the same budget and seed.', '',
         '## Predictions on val images (digits-pretrained models)', '',
         '![detection](det_predictions.png)', '', '![segmentation](seg_predictions.png)', '',
         '## Curves (from mmengine\'s vis_data/scalars.json)', '', '![curves](curves.png)', '']

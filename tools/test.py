@@ -12,8 +12,8 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
 from lightvit_mm.engine.distributed import setup_distributed
+from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
 
 
 def parse_args(argv=None):

@@ -3,8 +3,8 @@
 
 Every model of a table is measured in the same process and the runs are
 interleaved (round r times every model, in an order rotated by r, before
-round r + 1 starts), after warm-up rounds, and each figure is the median over the rounds, so a machine
-that slows down mid-run slows every model alike. Printed as Markdown tables:
+round r + 1 starts), after warm-up rounds, and each figure is the median over the
+rounds, so a machine that slows down mid-run slows every model alike. Printed as Markdown tables:
 
 1. Backbones at 224x224: inference and training-step (forward + backward)
    throughput in images/s, LightViT-T's speed-up over each model, parameters,
@@ -201,8 +201,8 @@ class Bench:
     def autocast(self):
         if self.amp == 'fp32':
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=getattr(torch, {'fp16': 'float16',
-                                                                       'bf16': 'bfloat16'}[self.amp]))
+        dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}[self.amp]
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def run(self, mode: str):
         if mode == 'infer':

@@ -24,8 +24,7 @@ if REPO not in sys.path:  # runnable as a plain script from any directory
     sys.path.insert(0, REPO)
 
 from lightvit_mm import LightViT  # noqa: E402
-from lightvit_mm.utils.complexity import (build_from_config, count_complexity,  # noqa: E402
-                                    model_inputs)
+from lightvit_mm.utils.complexity import build_from_config, count_complexity, model_inputs  # noqa: E402
 
 ARCHS = (('T', 'tiny', 't'), ('S', 'small', 's'), ('B', 'base', 'b'))
 #: the paper's (params, FLOPs) per task and variant (PAPER.md)
@@ -108,7 +107,8 @@ def main(argv=None):
     print('\n'.join(lines))
     print()
     print('Counted with mmengine.analysis.FlopAnalyzer (1 FLOP = 1 multiply-add, as in mmcv '
-          '1.x, whose counts the paper reports) plus a handle for aten::scaled_dot_product_attention '
+          '1.x, whose counts the paper reports) plus a handle for '
+          'aten::scaled_dot_product_attention '
           '(2 * B * heads * Nq * Nk * d per call), in eval mode, batch 1; params are all '
           'parameters of the built model (segmentors include the auxiliary FCN head). '
           + ('The FLOPs column includes the attention products.' if attention else

@@ -20,9 +20,14 @@ import torch
 from mmpretrain.registry import MODELS
 
 import lightvit_mm  # noqa: F401 (registers LightViT and LightViTClsNeck)
-from lightvit_mm.utils.checkpoint import (CLASSIFIER_PARTS, extract_state_dict,
-                                          infer_lightvit_arch, load_checkpoint_file,
-                                          official_to_mmpretrain, save_checkpoint_atomic)
+from lightvit_mm.utils.checkpoint import (
+    CLASSIFIER_PARTS,
+    extract_state_dict,
+    infer_lightvit_arch,
+    load_checkpoint_file,
+    official_to_mmpretrain,
+    save_checkpoint_atomic,
+)
 
 
 def build_classifier(info):
