@@ -84,9 +84,8 @@ setup(
             'onnxruntime', 'pyyaml'
         ],
     },
-    license='Apache License 2.0',
+    license='Apache-2.0',
     classifiers=[
-        'License :: OSI Approved :: Apache Software License',
         'Programming Language :: Python :: 3',
         'Topic :: Scientific/Engineering :: Artificial Intelligence',
     ],

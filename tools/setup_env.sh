@@ -30,7 +30,7 @@ start=$(date +%s)
 # A stamp records what the last successful run installed; when nothing changed and the
 # stack still imports, the run is a no-op.
 stamp_key() {
-  cat "$ROOT/tools/setup_env.sh" "$ROOT/setup.py"
+  cat "$ROOT/tools/setup_env.sh" "$ROOT/setup.py" "$ROOT/pyproject.toml"
   echo "$TORCH_REQ"
 }
 STAMP="$VENV/.lightvit_setup_stamp"
