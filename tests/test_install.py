@@ -10,6 +10,7 @@ that tools/setup_env.sh uses. Skipped when the cached mmcv wheel is missing.
 import glob
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -40,10 +41,13 @@ def cached_mmcv_wheel():
     return found[0] if found else None
 
 
-def run(cmd, cwd, stage=None):
-    """Run ``cmd`` in ``cwd`` without this checkout on the path; its output, or
-    the failure with the output in the message. ``stage`` records its time."""
-    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
+def run(cmd, cwd, stage=None, isolated=True):
+    """Run ``cmd`` in ``cwd``; its output, or the failure with the output in the
+    message. ``isolated``: without this checkout (``PYTHONPATH``) or another
+    venv in the environment. ``stage`` records its time in ``TIMES``."""
+    env = dict(os.environ)
+    if isolated:
+        env = {k: v for k, v in env.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if stage:
@@ -57,7 +61,7 @@ def dist(tmp_path_factory):
     """The sdist and the wheel that ``python -m build`` makes of this checkout."""
     out = tmp_path_factory.mktemp('dist')
     run([sys.executable, '-m', 'build', '--outdir', str(out), REPO], cwd=str(out),
-        stage='python -m build (sdist, then the wheel from it)')
+        stage='python -m build (sdist, then the wheel from it)', isolated=False)
     (sdist, ), (wheel, ) = glob.glob(str(out / '*.tar.gz')), glob.glob(str(out / '*.whl'))
     return sdist, wheel
 
@@ -65,18 +69,21 @@ def dist(tmp_path_factory):
 @pytest.fixture(scope='module')
 def venv(dist, tmp_path_factory):
     """A fresh venv: torch and the cached mmcv wheel first, as a user's
-    OpenMMLab environment, then ``lightvit-mm[mmdet]`` from the wheel and openmim."""
+    OpenMMLab environment, then ``lightvit-mm[mmdet]`` from the wheel and openmim
+    (in this venv only: its dependency openxlab pins old setuptools, requests...).
+    Yields its folder and the output of the second install."""
     mmcv = cached_mmcv_wheel()
     if mmcv is None:
         pytest.skip('no cached mmcv 2.1.0 wheel for this torch: run tools/setup_env.sh')
     root = tmp_path_factory.mktemp('venv')
     run([sys.executable, '-m', 'venv', str(root)], cwd=str(root), stage='python -m venv')
     pip = [str(root / 'bin' / 'python'), '-m', 'pip', 'install', '--disable-pip-version-check']
-    run(pip + [f'torch=={torch.__version__}', mmcv], cwd=str(root),
+    run(pip + [f'torch=={torch.__version__.split("+")[0]}', mmcv], cwd=str(root),
         stage='pip install torch + the cached mmcv wheel')
     log = run(pip + [f'{dist[1]}[mmdet]', 'openmim'], cwd=str(root),
               stage='pip install lightvit-mm[mmdet] + openmim')
-    return root, log
+    yield root, log
+    shutil.rmtree(root)  # about 5 GB (torch with its CUDA libraries)
 
 
 def test_wheel_and_sdist_carry_configs_tools_and_model_index(dist):
