@@ -145,3 +145,23 @@ def test_mim_train_two_iterations_on_digits(venv, tiny_digits, tmp_path):
     found = osp.join(osp.realpath(root), 'lib')
     assert f'will use {found}' in out and f'.mim/configs/mmdet/digits/{MIM_CONFIG}' in out, out
     print('\n'.join(f'{stage}: {seconds:.0f} s' for stage, seconds in TIMES.items()))
+
+
+def test_editable_install_links_mim_files_to_the_checkout():
+    """``pip install -e .`` (PEP 660, as tools/setup_env.sh does) links
+    lightvit_mm/.mim/* to this checkout's folders; skipped when this checkout
+    is not the editable install (e.g. run through PYTHONPATH)."""
+    import importlib.metadata
+    import json
+
+    def editable_from_here(dist):
+        info = json.loads(dist.read_text('direct_url.json') or '{}')
+        return (info.get('dir_info', {}).get('editable', False)
+                and osp.realpath(info['url'].removeprefix('file://')) == osp.realpath(REPO))
+
+    # (the checkout's own lightvit_mm.egg-info may be found first: look at all)
+    if not any(map(editable_from_here, importlib.metadata.distributions(name='lightvit-mm'))):
+        pytest.skip('lightvit-mm is not installed in editable mode from this checkout')
+    for name in ('configs', 'tools', 'model-index.yml'):
+        link = osp.join(REPO, 'lightvit_mm', '.mim', name)
+        assert osp.islink(link) and osp.realpath(link) == osp.realpath(osp.join(REPO, name))
