@@ -4,8 +4,8 @@ there with ``tools/train.py --data-root``."""
 import os.path as osp
 import re
 
-from conftest import REPO, load_tool
-from test_paper_pipelines import NO_DOWNLOAD, read_records
+from conftest import REPO
+from test_paper_pipelines import NO_DOWNLOAD, train_and_validate
 
 CONFIG = 'configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_1x_own-data.py'
 PAGE = osp.join(REPO, 'docs', 'own_data.md')
@@ -21,12 +21,9 @@ def test_page_shows_the_config_file():
 
 
 def test_own_data_config_trains_and_evaluates(tiny_digits, tmp_path):
-    load_tool('tools/train.py').main([
-        osp.join(REPO, CONFIG), '--data-root', tiny_digits, '--work-dir', str(tmp_path),
-        '--cfg-options', NO_DOWNLOAD, 'train_dataloader.batch_size=1',
-        'train_dataloader.dataset.indices=2', 'train_cfg.max_epochs=1',
-        'model.test_cfg.rcnn.score_thr=0'])
-    records = read_records(tmp_path)
-    assert [r['iter'] for r in records if 'loss' in r] == [1, 2]
-    (scores, ) = [r for r in records if 'loss' not in r and 'lr' not in r]
+    iters, scores = train_and_validate(
+        CONFIG, tiny_digits, tmp_path,
+        [NO_DOWNLOAD, 'train_dataloader.batch_size=1', 'train_dataloader.dataset.indices=2',
+         'train_cfg.max_epochs=1', 'model.test_cfg.rcnn.score_thr=0'])
+    assert iters == 2
     assert 0 <= scores['coco/bbox_mAP'] <= 1 and 0 <= scores['coco/segm_mAP'] <= 1

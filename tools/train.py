@@ -75,7 +75,8 @@ def build_config(args) -> Config:
     return cfg
 
 
-def main(argv=None):
+def main(argv=None) -> Runner:
+    """Train as the command line ``argv`` says; return the Runner after training."""
     args = parse_args(argv)
     cfg = build_config(args)
     check_amp(cfg)  # before anything is built
@@ -84,6 +85,7 @@ def main(argv=None):
     runner = Runner.from_cfg(cfg)
     with safe_mmengine_checkpoints():  # load_from / resume under torch >= 2.6
         runner.train()
+    return runner
 
 
 if __name__ == '__main__':
