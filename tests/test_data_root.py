@@ -82,6 +82,8 @@ def test_check_data_files_names_what_is_missing(tmp_path):
     set_data_root(cfg, str(tmp_path / 'imagenet'))
     with pytest.raises(FileNotFoundError, match=f'{tmp_path}/imagenet/val '):
         check_data_files(cfg, ['test_dataloader'])
+    cfg.test_cfg = None  # a loop that is off reads nothing
+    check_data_files(cfg, ['test_dataloader'])
     with pytest.raises(KeyError, match='unknown dataloader'):
         check_data_files(cfg, ['val_evaluator'])
 

@@ -12,6 +12,7 @@ detection runs set it to 0: mmdet's CocoMetric computes nothing for an empty
 result list.
 """
 import json
+import os
 import os.path as osp
 
 import pytest
@@ -80,3 +81,28 @@ def test_wrong_data_root_fails_before_training(tmp_path):
         assert osp.join(wrong, path) in message, message
     assert 'val_evaluator.ann_file' in message
     assert not (tmp_path / 'work').exists()  # nothing built, nothing written
+
+
+def test_standins_have_the_real_layouts(standins):
+    from mmdet.datasets import CocoDataset
+
+    from lightvit_mm.demo_data.standins import COCO_IDS, IMAGENET_WNIDS
+    with open(osp.join(standins['coco'], 'annotations', 'instances_val2017.json')) as f:
+        coco = json.load(f)
+    assert [c['id'] for c in coco['categories']] == list(COCO_IDS)
+    assert len(COCO_IDS) == 80 and COCO_IDS[-1] == 90
+    assert tuple(c['name'] for c in coco['categories']) == CocoDataset.METAINFO['classes']
+    assert {a['category_id'] for a in coco['annotations']} <= set(COCO_IDS[:10])
+    for image in coco['images']:
+        assert osp.isfile(osp.join(standins['coco'], 'val2017', image['file_name']))
+        assert image['file_name'] == f'{image["id"]:012d}.jpg'
+    for split in ('training', 'validation'):
+        images = sorted(os.listdir(osp.join(standins['ade'], 'images', split)))
+        labels = sorted(os.listdir(osp.join(standins['ade'], 'annotations', split)))
+        assert len(images) == 2 and [n[:-4] for n in images] == [n[:-4] for n in labels]
+        assert all(n.endswith('.jpg') for n in images)
+    with open(osp.join(standins['imagenet'], 'meta', 'train.txt')) as f:
+        for line in f:
+            path, label = line.split()
+            assert path.split('/')[0] == IMAGENET_WNIDS[int(label)]
+            assert osp.isfile(osp.join(standins['imagenet'], 'train', path))

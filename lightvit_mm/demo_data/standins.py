@@ -7,7 +7,8 @@ read these folders with their own datasets, pipelines and evaluators, unchanged
 but for the data root, so a test can run every paper config end to end on a
 machine without the real data:
 
-- :func:`build_coco2017_standin`: ``train2017/``, ``val2017/`` and
+- :func:`build_coco2017_standin`: ``train2017/``, ``val2017/`` (JPEG files
+  named by their 12-digit image id) and
   ``annotations/instances_{train,val}2017.json`` with all 80 COCO category ids
   and names (mmdet's ``CocoDataset`` maps the ids 1..90 with gaps to labels
   0..79); the digit ``k`` is annotated as the ``k``-th COCO category.
@@ -71,7 +72,13 @@ def build_coco2017_standin(out_dir: str, num_train: int = 2, num_val: int = 2,
             for ann in coco['annotations']:
                 ann['category_id'] = COCO_IDS[ann['category_id'] - 1]
             coco['categories'] = categories
-            _replace_dir(osp.join(staging, split), osp.join(out_dir, f'{split}2017'))
+            images = osp.join(out_dir, f'{split}2017')
+            _replace_dir(None, images)
+            for image in coco['images']:  # COCO's names: 12-digit id, JPEG
+                name = f'{image["id"]:012d}.jpg'
+                Image.open(osp.join(staging, split, image['file_name'])).save(
+                    osp.join(images, name), quality=95)
+                image['file_name'] = name
             ann_files[split] = osp.join(out_dir, 'annotations', f'instances_{split}2017.json')
             _write_json_atomic(coco, ann_files[split])
     return ann_files

@@ -124,8 +124,11 @@ def set_data_root(cfg: Config, data_root: str) -> List[str]:
 
 def _files_read(cfg: Config, loader_name: str) -> Iterator[Tuple[str, str, dict]]:
     """(config key, path, backend_args) of each file or folder the dataloader
-    ``loader_name`` and its evaluator read, as the datasets resolve them."""
+    ``loader_name`` and its evaluator read, as the datasets resolve them;
+    nothing when the loop is off (``train_cfg``/``val_cfg``/``test_cfg`` None)."""
     loader = cfg.get(loader_name) or {}
+    if cfg.get(loader_name.replace('dataloader', 'cfg')) is None:
+        return
     for dataset in _leaf_datasets(loader.get('dataset')):
         root = dataset.get('data_root') or ''
         backend_args = dataset.get('backend_args')
@@ -157,7 +160,7 @@ def _files_read(cfg: Config, loader_name: str) -> Iterator[Tuple[str, str, dict]
 def check_data_files(cfg: Config, loader_names: Sequence[str]) -> None:
     """Fail before anything is built when a file or folder a run reads is missing.
 
-    Checks, for each named dataloader present in ``cfg``, its datasets'
+    Checks, for each named dataloader whose loop is on in ``cfg``, its datasets'
     ``ann_file`` and ``data_prefix`` folders (resolved under their
     ``data_root`` as mmengine's ``BaseDataset`` does; mmpretrain's
     ``ImageNet`` ``split`` folder when there is no prefix) and its
