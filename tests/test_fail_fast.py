@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import REPO, load_tool
 from mmengine.config import Config
+from mmengine.optim import OptimWrapper, build_optim_wrapper
 
 from lightvit_mm.engine.amp import check_amp
 from lightvit_mm.engine.distributed import setup_distributed
@@ -35,7 +36,8 @@ def test_amp_config_made_fp32_loses_amp_arguments():
     assert cfg.optim_wrapper.loss_scale == 'dynamic'  # OptimWrapper would raise a TypeError
     check_amp(cfg)
     assert 'loss_scale' not in cfg.optim_wrapper and cfg.optim_wrapper.type == 'OptimWrapper'
-    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
+    wrapper = build_optim_wrapper(torch.nn.Linear(2, 2), cfg.optim_wrapper)
+    assert type(wrapper) is OptimWrapper and type(wrapper.optimizer) is torch.optim.AdamW
 
 
 @no_gpu
