@@ -7,10 +7,6 @@ PY := .venv/bin/python
 DATA ?= data/digits
 WORK_DIR ?= work_dirs/digits_demo
 DEMO_CONFIG := configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_digits.py
-DATA_OPTIONS := train_dataloader.dataset.data_root=$(DATA)/ \
-	val_dataloader.dataset.data_root=$(DATA)/ test_dataloader.dataset.data_root=$(DATA)/ \
-	val_evaluator.ann_file=$(DATA)/annotations/instances_val.json \
-	test_evaluator.ann_file=$(DATA)/annotations/instances_val.json
 
 .PHONY: setup test demo demo-full
 
@@ -23,7 +19,7 @@ test: setup
 
 demo: setup
 	$(PY) tools/dataset_converters/build_digits.py --out $(DATA)
-	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(WORK_DIR) --cfg-options $(DATA_OPTIONS)
+	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(WORK_DIR) --data-root $(DATA)/
 	$(PY) tools/analysis/visualize_predictions.py $(DEMO_CONFIG) "$$(cat $(WORK_DIR)/last_checkpoint)" \
 		--img-dir $(DATA)/val --out $(WORK_DIR)/val_predictions.png
 

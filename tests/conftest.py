@@ -131,3 +131,18 @@ def read_scalars(work_dir):
         with open(path) as f:
             records += [r for r in map(json.loads, f) if 'iter' in r]
     return records
+
+
+@pytest.fixture(scope='session')
+def standins(tmp_path_factory):
+    """Stand-ins for COCO 2017, ADE20K and ImageNet in their real layouts
+    (lightvit_mm.demo_data.standins), 2 train and 2 val images each: the roots
+    {'coco': ..., 'ade': ..., 'imagenet': ...}."""
+    from lightvit_mm.demo_data import standins as s
+    root = tmp_path_factory.mktemp('standins')
+    roots = dict(coco=str(root / 'coco'), ade=str(root / 'ade' / 'ADEChallengeData2016'),
+                 imagenet=str(root / 'imagenet'))
+    s.build_coco2017_standin(roots['coco'])
+    s.build_ade20k_standin(roots['ade'])
+    s.build_imagenet_standin(roots['imagenet'])
+    return roots

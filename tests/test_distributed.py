@@ -51,14 +51,17 @@ def test_setup_distributed_without_gpu(monkeypatch):
     cfg = Config(dict(launcher='none', env_cfg=dict(dist_cfg=dict(backend='nccl'))))
     assert setup_distributed(cfg) == 'none'
     assert cfg.env_cfg.dist_cfg.backend == 'nccl' and 'model_wrapper_cfg' not in cfg
-    # slurm/mpi: the process group is left to mmengine; the config is fixed.
-    cfg = Config(dict(launcher='slurm', env_cfg=dict(dist_cfg=dict(backend='nccl', timeout=60))))
+    # pytorch launcher (process group already there): the config is fixed.
+    monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
+    cfg = Config(dict(launcher='pytorch', sync_bn='torch',
+                      env_cfg=dict(dist_cfg=dict(backend='nccl', timeout=60))))
     assert setup_distributed(cfg) == 'gloo'
     assert cfg.env_cfg.dist_cfg == dict(backend='gloo', timeout=60)
-    assert cfg.model_wrapper_cfg.type == 'MMDistributedDataParallel'
+    assert cfg.model_wrapper_cfg.type == 'CPUDistributedDataParallel'
     assert cfg.model_wrapper_cfg.device_ids is None
+    assert cfg.sync_bn is None
     # A wrapper of the config keeps its own settings.
-    cfg = Config(dict(launcher='slurm', model_wrapper_cfg=dict(
+    cfg = Config(dict(launcher='pytorch', model_wrapper_cfg=dict(
         type='MMDistributedDataParallel', find_unused_parameters=True, device_ids=[0])))
     setup_distributed(cfg)
     assert cfg.model_wrapper_cfg.device_ids == [0] and cfg.model_wrapper_cfg.find_unused_parameters
@@ -67,3 +70,44 @@ def test_setup_distributed_without_gpu(monkeypatch):
     cfg = Config(dict(launcher='pytorch', env_cfg=dict(dist_cfg=dict(backend='nccl'))))
     assert setup_distributed(cfg) == 'nccl'
     assert 'model_wrapper_cfg' not in cfg
+
+
+UPERNET = 'configs/mmseg/lightvit-t-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='tests the no-GPU path (gloo)')
+def test_upernet_paper_config_two_cpu_processes_train_and_test(standins, tmp_path):
+    """The UPerNet paper config (SyncBN in its heads) trains 2 iterations and
+    tests with 2 CPU processes: SyncBN is reverted to BN, with a log line.
+
+    Its pipeline at full size runs in test_paper_pipelines.py; here the
+    inputs are 128x128 (crop, padding, test resize) to keep the two
+    processes' CPU time low. Batch 2 per process, as in the config: the
+    pyramid pooling's 1x1 BN needs more than one image per process."""
+    work_dir = tmp_path / 'work'
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()))
+    common = ['--data-root', standins['ade'], '--work-dir', str(work_dir), '--cfg-options',
+              'model.backbone.init_cfg=None', 'model.data_preprocessor.size=(128,128)',
+              'test_dataloader.dataset.pipeline.1.scale=(512,128)',
+              'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
+    train = subprocess.run(
+        ['bash', osp.join(REPO, 'tools/dist_train.sh'), osp.join(REPO, UPERNET), '2', *common,
+         'train_dataloader.dataset.pipeline.2.scale=(512,128)',
+         'train_dataloader.dataset.pipeline.3.crop_size=(128,128)',
+         'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+         'train_cfg.max_iters=2', 'train_cfg.val_interval=1000'],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    output = train.stdout + train.stderr
+    assert train.returncode == 0, output[-5000:]
+    assert 'GPU number: 2' in output
+    assert 'SyncBN layers reverted to BN' in output
+    assert 'Saving checkpoint at 2 iterations' in output
+    test = subprocess.run(
+        ['bash', osp.join(REPO, 'tools/dist_test.sh'), osp.join(REPO, UPERNET),
+         str(work_dir / 'iter_2.pth'), '2', *common],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    output = test.stdout + test.stderr
+    assert test.returncode == 0, output[-5000:]
+    assert 'SyncBN layers reverted to BN' in output
+    (line, ) = [line for line in output.splitlines() if 'Iter(test)' in line and 'mIoU' in line]
+    assert 0 <= float(line.split('mIoU:')[1].split()[0]) <= 100

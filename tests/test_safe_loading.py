@@ -4,7 +4,6 @@ training runs open everywhere (our tools and the stock OpenMMLab APIs), and
 crafted files that try to run code or alter the process are refused by every
 reader, with the refused step named."""
 import collections
-import importlib.util
 import os
 import os.path as osp
 import pickle
@@ -16,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import DIGITS_CONFIG, REPO
+from conftest import DIGITS_CONFIG, REPO, load_tool
 from crafted_checkpoints import ATTACKS, write_checkpoint
 from mmengine.logging import HistoryBuffer, MessageHub
 
@@ -25,15 +24,6 @@ from lightvit_mm.utils.checkpoint import load_checkpoint_file
 
 SEG_CONFIG = osp.join(REPO, 'configs/mmseg/digits/lightvit-t_upernet_digits.py')
 CLS_CONFIG = osp.join(REPO, 'configs/mmpretrain/digits/lightvit-tiny_digits.py')
-
-
-def load_tool(relpath):
-    """A tool script of this repository as a module (its ``main(argv)``)."""
-    spec = importlib.util.spec_from_file_location(
-        'tool_' + osp.basename(relpath)[:-3], osp.join(REPO, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def exception_text(error):

@@ -49,18 +49,9 @@ def budget_options(iters):
             f'param_scheduler.1.begin={warmup}', f'param_scheduler.1.end={iters}']
 
 
-def data_options(stage, data_dir):
-    if stage == 'cls':
-        root = osp.join(data_dir, 'digits_cls') + '/'
-        return [f'{loader}.dataset.data_root={root}'
-                for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
-    root = osp.join(data_dir, 'digits') + '/'
-    options = [f'{loader}.dataset.data_root={root}'
-               for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
-    if stage.startswith('det'):
-        ann = osp.join(root, 'annotations/instances_val.json')
-        options += [f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
-    return options
+def data_root(stage, data_dir):
+    """The stage's data folder, for ``tools/train.py --data-root``."""
+    return osp.join(data_dir, 'digits_cls' if stage == 'cls' else 'digits') + '/'
 
 
 def read_scalars(work_dir):
@@ -83,11 +74,12 @@ def read_scalars(work_dir):
 def run_stage(stage, work_dir, iters, data_dir, checkpoint=None):
     """Train one stage; return its wall time (s), last metrics and scalars."""
     stage_dir = osp.join(work_dir, stage)
-    options = budget_options(iters) + data_options(stage, data_dir)
+    options = budget_options(iters)
     if checkpoint:
         options.append(f'model.backbone.init_cfg.checkpoint={checkpoint}')
     command = [sys.executable, osp.join(REPO, 'tools/train.py'), osp.join(REPO, CONFIGS[stage]),
-               '--work-dir', stage_dir, '--cfg-options', *options]
+               '--work-dir', stage_dir, '--data-root', data_root(stage, data_dir),
+               '--cfg-options', *options]
     os.makedirs(stage_dir, exist_ok=True)
     log_file = osp.join(work_dir, f'{stage}.log')
     print(f'[{stage}] {iters} iterations, log: {log_file}', flush=True)

@@ -12,6 +12,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from lightvit_mm.engine.data_root import DATA_ROOT_HELP, check_data_files, set_data_root
 from lightvit_mm.engine.distributed import setup_distributed
 from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
 
@@ -22,6 +23,7 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where logs and metrics go '
                         '(default: ./work_dirs/<config name>)')
+    parser.add_argument('--data-root', help=DATA_ROOT_HELP)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -36,6 +38,8 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     if args.work_dir:
@@ -44,6 +48,7 @@ def main(argv=None):
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     setup_distributed(cfg)  # gloo when launched without a GPU
+    check_data_files(cfg, ('test_dataloader', ))
     runner = Runner.from_cfg(cfg)
     with safe_mmengine_checkpoints():  # load_from / resume under torch >= 2.6
         runner.test()

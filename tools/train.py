@@ -14,6 +14,8 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from lightvit_mm.engine.amp import check_amp
+from lightvit_mm.engine.data_root import DATA_ROOT_HELP, check_data_files, set_data_root
 from lightvit_mm.engine.distributed import setup_distributed
 from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
 
@@ -31,6 +33,7 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or from the latest '
                         'one in the work dir when no path is given')
+    parser.add_argument('--data-root', help=DATA_ROOT_HELP)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. '
                         'model.backbone.init_cfg.checkpoint=PATH')
@@ -46,6 +49,8 @@ def build_config(args) -> Config:
     """Load the config and apply the command-line overrides."""
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     if args.work_dir:
@@ -70,13 +75,17 @@ def build_config(args) -> Config:
     return cfg
 
 
-def main(argv=None):
+def main(argv=None) -> Runner:
+    """Train as the command line ``argv`` says; return the Runner after training."""
     args = parse_args(argv)
     cfg = build_config(args)
+    check_amp(cfg)  # before anything is built
     setup_distributed(cfg)  # gloo when launched without a GPU
+    check_data_files(cfg, ('train_dataloader', 'val_dataloader'))
     runner = Runner.from_cfg(cfg)
     with safe_mmengine_checkpoints():  # load_from / resume under torch >= 2.6
         runner.train()
+    return runner
 
 
 if __name__ == '__main__':

@@ -2,7 +2,10 @@
 # digits; lightvit_mm.demo_data.digits.build_digits_coco writes them beside the
 # COCO files), trained on CPU. Only data, resolution (128x128, no crops) and
 # schedule differ from the ADE20K config, plus BN instead of SyncBN in the
-# heads (a single CPU process has no SyncBN).
+# heads: the demo trains in one process, where BN is what runs anyway
+# (mmengine reverts SyncBN to BN in a single process, and tools/train.py does
+# in several CPU processes), and mmseg's init_model, used for the pictures,
+# keeps the config's norm as it is.
 _base_ = '../lightvit-t-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
 
 data_root = 'data/digits/'

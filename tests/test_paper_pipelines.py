@@ -1,0 +1,108 @@
+"""Every paper config (T size) end to end on stand-ins of its data in the real
+layout (COCO 2017, ADEChallengeData2016, ImageNet with meta/*.txt): 2 training
+iterations, then validation by the config's own evaluator, all through
+``tools/train.py --data-root``.
+
+Only data paths, dataset sizes (2 train / 2 val images, the schedule cut to
+2 iterations) and the backbone's ``init_cfg`` (no download) are overridden;
+the pipelines, models, evaluators and hooks are the configs' own. An untrained
+detector scores every box about 1/81 (Mask R-CNN's softmax) or 0.01
+(RetinaNet's prior) and keeps none at the configs' ``score_thr`` 0.05, so the
+detection runs set it to 0: mmdet's CocoMetric computes nothing for an empty
+result list.
+"""
+import json
+import os
+import os.path as osp
+
+import pytest
+from conftest import REPO, load_tool
+
+NO_DOWNLOAD = 'model.backbone.init_cfg=None'
+DETECTION = [NO_DOWNLOAD, 'train_dataloader.batch_size=1', 'train_cfg.max_epochs=1']
+COCO_METRICS = ['coco/bbox_mAP', 'coco/segm_mAP']
+#: config, stand-in, extra --cfg-options, metric keys the evaluator must give
+RUNS = {
+    'mask-rcnn-1x': ('configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py', 'coco',
+                     DETECTION + ['model.test_cfg.rcnn.score_thr=0'], COCO_METRICS),
+    'mask-rcnn-ms-crop-3x': ('configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_ms-crop-3x_coco.py',
+                             'coco', DETECTION + ['model.test_cfg.rcnn.score_thr=0'],
+                             COCO_METRICS),
+    'retinanet-1x': ('configs/mmdet/retinanet_lightvit-t_lightvit-fpn_1x_coco.py', 'coco',
+                     DETECTION + ['model.test_cfg.score_thr=0'], ['coco/bbox_mAP']),
+    'upernet-160k': ('configs/mmseg/lightvit-t-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+                     'ade', [NO_DOWNLOAD, 'train_cfg.max_iters=2', 'train_cfg.val_interval=2'],
+                     ['mIoU']),
+    'imagenet': ('configs/mmpretrain/lightvit-tiny_8xb128_in1k.py', 'imagenet',
+                 ['train_dataloader.batch_size=1', 'train_cfg.max_epochs=1'],
+                 ['accuracy/top1', 'accuracy/top5']),
+}
+
+
+def train_and_validate(config, data_root, work_dir, options):
+    """``tools/train.py CONFIG --data-root DATA_ROOT --work-dir WORK_DIR
+    --cfg-options OPTIONS`` in this process; the number of iterations trained
+    and the metrics of the one validation (from mmengine's
+    ``<timestamp>/vis_data/scalars.json``).
+
+    Each run gets a visualizer of its own name: mmengine keeps one visualizer
+    per name and process (``ManagerMixin``), and the packages' runtimes all
+    name theirs 'visualizer', so a second run in the process would otherwise
+    log into the first run's folder."""
+    import glob
+    runner = load_tool('tools/train.py').main([
+        osp.join(REPO, config), '--data-root', data_root, '--work-dir', str(work_dir),
+        '--cfg-options', *options, f'visualizer.name={work_dir}'])
+    (path, ) = glob.glob(osp.join(str(work_dir), '*', 'vis_data', 'scalars.json'))
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    (metrics, ) = [r for r in records if 'loss' not in r and 'lr' not in r]
+    return runner.iter, metrics
+
+
+@pytest.mark.parametrize('name', RUNS)
+def test_paper_config_trains_and_evaluates(name, standins, tmp_path):
+    config, standin, options, metrics = RUNS[name]
+    iters, scores = train_and_validate(config, standins[standin], tmp_path, options)
+    assert iters == 2
+    for key in metrics:
+        assert 0 <= scores[key] <= 100, (key, scores)
+
+
+def test_wrong_data_root_fails_before_training(tmp_path):
+    config = osp.join(REPO, RUNS['mask-rcnn-1x'][0])
+    wrong = str(tmp_path / 'no_coco')
+    with pytest.raises(FileNotFoundError) as error:
+        load_tool('tools/train.py').main([config, '--data-root', wrong, '--work-dir',
+                                          str(tmp_path / 'work'), '--cfg-options', NO_DOWNLOAD])
+    message = str(error.value)
+    for path in ('annotations/instances_train2017.json', 'train2017',
+                 'annotations/instances_val2017.json', 'val2017'):
+        assert osp.join(wrong, path) in message, message
+    assert 'val_evaluator.ann_file' in message
+    assert not (tmp_path / 'work').exists()  # nothing built, nothing written
+
+
+def test_standins_have_the_real_layouts(standins):
+    from mmdet.datasets import CocoDataset
+
+    from lightvit_mm.demo_data.standins import COCO_IDS, IMAGENET_WNIDS
+    with open(osp.join(standins['coco'], 'annotations', 'instances_val2017.json')) as f:
+        coco = json.load(f)
+    assert [c['id'] for c in coco['categories']] == list(COCO_IDS)
+    assert len(COCO_IDS) == 80 and COCO_IDS[-1] == 90
+    assert tuple(c['name'] for c in coco['categories']) == CocoDataset.METAINFO['classes']
+    assert {a['category_id'] for a in coco['annotations']} <= set(COCO_IDS[:10])
+    for image in coco['images']:
+        assert osp.isfile(osp.join(standins['coco'], 'val2017', image['file_name']))
+        assert image['file_name'] == f'{image["id"]:012d}.jpg'
+    for split in ('training', 'validation'):
+        images = sorted(os.listdir(osp.join(standins['ade'], 'images', split)))
+        labels = sorted(os.listdir(osp.join(standins['ade'], 'annotations', split)))
+        assert len(images) == 2 and [n[:-4] for n in images] == [n[:-4] for n in labels]
+        assert all(n.endswith('.jpg') for n in images)
+    with open(osp.join(standins['imagenet'], 'meta', 'train.txt')) as f:
+        for line in f:
+            path, label = line.split()
+            assert path.split('/')[0] == IMAGENET_WNIDS[int(label)]
+            assert osp.isfile(osp.join(standins['imagenet'], 'train', path))
