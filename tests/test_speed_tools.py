@@ -40,3 +40,29 @@ def test_backbone_compiles_without_graph_breaks():
     with torch.no_grad():
         report = torch._dynamo.explain(model)(torch.randn(1, 3, 100, 132))
     assert (report.graph_count, report.graph_break_count) == (1, 0), report.break_reasons
+
+
+def test_compile_module_hook_compiles_the_backbone_in_place():
+    from types import SimpleNamespace
+
+    import pytest
+    import torch._dynamo
+    from mmengine.registry import HOOKS
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.backbone = LightViT(arch='tiny').eval()
+    keys = list(model.state_dict())
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = model.backbone(x)
+    hook = HOOKS.build(dict(type='CompileModuleHook', backend='eager'))
+    hook.before_run(SimpleNamespace(model=model))
+    assert list(model.state_dict()) == keys  # no '_orig_mod.' prefix
+    assert model.backbone._compiled_call_impl is not None
+    with torch.no_grad():
+        for out, ref in zip(model.backbone(x), expected):
+            torch.testing.assert_close(out, ref)
+    with pytest.raises(AttributeError, match="no submodule 'neck'.*'backbone'"):
+        HOOKS.build(dict(type='CompileModuleHook', module='neck')).before_run(
+            SimpleNamespace(model=model))
