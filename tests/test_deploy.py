@@ -11,6 +11,7 @@
 """
 import pytest
 import torch
+import torch._dynamo
 import torch.nn.functional as F
 
 from lightvit_mm import LightViT
@@ -119,7 +120,6 @@ def test_deploy_mode_keeps_outputs(out_type):
 
 
 def test_deploy_mode_compiles_in_one_graph():
-    import torch._dynamo
     torch._dynamo.reset()
     model = LightViT(arch='tiny')
     model.switch_to_deploy()

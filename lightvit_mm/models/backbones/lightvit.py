@@ -302,8 +302,8 @@ class BiAttn(BaseModule):
         channel_gate = torch.sigmoid(self.channel_select(y_glb))  # (B, 1, C)
         # spatial_select([y_loc, y_glb]) without materialising the concatenation.
         w_loc, w_glb = self.spatial_select.weight.split(y_loc.shape[-1], dim=1)
-        spatial_gate = torch.sigmoid(F.linear(y_loc, w_loc)
-                                     + F.linear(y_glb, w_glb, self.spatial_select.bias))  # (B, N, 1)
+        spatial_gate = torch.sigmoid(  # (B, N, 1)
+            F.linear(y_loc, w_loc) + F.linear(y_glb, w_glb, self.spatial_select.bias))
         return x * (channel_gate * spatial_gate)
 
 
