@@ -471,7 +471,7 @@ def lightvit_benches(args, references, size: int, batch: int, train: bool) -> Li
                          flop=flop))
     if args.compile:
         benches.append(Bench(f'{BASE} (torch.compile)', torch.compile(_copy_of(ours)), x, args,
-                             train=train, base=base, flop=flop))
+                             train=train and args.compile_train, base=base, flop=flop))
         deployed = _copy_of(ours)
         deployed.switch_to_deploy()
         benches.append(Bench(f'{BASE} (deploy, torch.compile freezing)',
@@ -557,6 +557,9 @@ def parse_args(argv=None):
     parser.add_argument('--compile', action='store_true',
                         help='add torch.compile(LightViT-T) rows (default inductor; deploy mode '
                         'with inductor freezing) and explain its graph breaks')
+    parser.add_argument('--compile-train', action='store_true',
+                        help='with --compile, also time the compiled training step (its '
+                        'compilation takes many minutes on a small CPU)')
     args = parser.parse_args(argv)
     unknown = sorted(set(args.models) - set(PEERS) - set(LIGHTVIT_ARCHS))
     if unknown:
