@@ -3,26 +3,37 @@
 
 Every model of a table is measured in the same process and the runs are
 interleaved (round r times every model, in an order rotated by r, before
-round r + 1 starts), after warm-up rounds, and each figure is the median over the
-rounds, so a machine that slows down mid-run slows every model alike. Printed as Markdown tables:
+round r + 1 starts), after warm-up rounds, and each figure is the median over
+the rounds, so a machine that slows down mid-run slows every model alike. The
+machine's fp32 matrix-product rate (:class:`GemmPeak`) is timed in the same
+rounds, and every LightViT row gets its achieved GFLOP/s and their percentage
+of that peak (its forward FLOP, 2 x multiply-adds with the attention
+products, x images/s; x3 for a training step). Printed as Markdown tables:
 
-1. Backbones at 224x224: inference and training-step (forward + backward)
+1. LightViT-T's paths at 224x224 (inference and training step) and at
+   512x512, batch 1 (inference): eager, ``switch_to_deploy()``, and with
+   ``--compile`` ``torch.compile`` (default inductor) and deploy mode compiled
+   with inductor's freezing (inference only); the first call's time
+   (compilation included) is printed under the table.
+2. Backbones at 224x224: inference and training-step (forward + backward)
    throughput in images/s, LightViT-T's speed-up over each model, parameters,
    activation memory kept for backward (MB), and on a GPU the peak memory.
    Peers come from the installed packages: PVTv2-B0/B1/B2 (mmdet),
    MobileViT-XS/S, EfficientFormer-L1, Swin-T, DeiT-S, ResNet-50 and
    RegNetX-800MF (mmpretrain). Also LightViT-T with ``with_cp=True``.
-2. Dense prediction: the Mask R-CNN backbone + neck at 800x1333 and UPerNet
+3. Dense prediction: the Mask R-CNN backbone + neck at 800x1333 and UPerNet
    (backbone + decode head) at 512x512, LightViT-T, inference on one image,
    training step on two (UPerNet's pooling module has BatchNorm).
 
 Reference implementations of LightViT-T, built with the same weights (their
-outputs are checked against ours before timing) and added to both tables:
+outputs, and in training tables one step's gradients within 1e-4 relative,
+are checked against ours before timing) and added to tables 1 and 3:
 ``--official DIR`` (a clone of github.com/hunto/LightViT: its
 ``detection/lightvit.py``, imported with stand-ins for its timm / mmcv 1.x /
 mmdet 2.x imports) and ``--ref GITREF`` (our backbone at another commit).
-``--compile`` adds ``torch.compile`` of LightViT-T and prints what
-``torch._dynamo.explain`` says about graph breaks.
+With ``--official`` every table also gets each row's speed-up over the
+official code. ``--compile`` also prints what ``torch._dynamo.explain`` says
+about graph breaks.
 
 Examples:
     python tools/analysis/benchmark.py --quick                 # CPU, < 10 min on 2 cores
@@ -125,6 +136,21 @@ def _official_import_stand_ins():
                 sys.modules[name] = module
 
 
+@contextlib.contextmanager
+def _moved_module_stand_ins():
+    """Old names of moved lightvit_mm modules, for backbones at older refs
+    (``lightvit_mm.checkpoint`` became ``lightvit_mm.utils.checkpoint``)."""
+    from lightvit_mm.utils import checkpoint
+    moved = {'lightvit_mm.checkpoint': checkpoint}
+    missing = [name for name in moved if name not in sys.modules]
+    sys.modules.update({name: moved[name] for name in missing})
+    try:
+        yield
+    finally:
+        for name in missing:
+            sys.modules.pop(name)
+
+
 def _import_file(path: str, name: str) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -167,8 +193,11 @@ def reference_builders(official: Optional[str], refs: List[str]) -> Dict[str, Ca
             raise RuntimeError(f'cannot read the backbone at --ref {ref!r}: {source.stderr}')
         with tempfile.NamedTemporaryFile('w', suffix='.py', delete=False) as f:
             f.write(source.stdout)
-        module = _import_file(f.name, f'lightvit_at_{len(builders)}')
-        os.unlink(f.name)
+        try:
+            with _moved_module_stand_ins():
+                module = _import_file(f.name, f'lightvit_at_{len(builders)}')
+        finally:
+            os.unlink(f.name)
 
         def build_ref(ours, module=module):
             model = module.LightViT(arch=ours.arch_settings, out_indices=tuple(ours.out_indices))
@@ -189,8 +218,10 @@ class Bench:
 
     def __init__(self, name: str, model: nn.Module, inputs: torch.Tensor, args,
                  infer: bool = True, train: bool = True, base: Optional['Bench'] = None,
-                 train_inputs: Optional[torch.Tensor] = None):
+                 train_inputs: Optional[torch.Tensor] = None, flop: Optional[float] = None):
         self.name, self.model, self.inputs = name, model.to(args.device), inputs
+        self.flop = flop  # forward FLOP per image (2 x multiply-adds), None: not counted
+        self.first: Dict[str, float] = {}  # seconds of the first timing (compilation)
         self.train_inputs = inputs if train_inputs is None else train_inputs
         self.base = base or self  # the row the speed-up column compares with
         self.device, self.amp = args.device, args.amp
@@ -224,11 +255,26 @@ class Bench:
         for _ in range(iters):
             self.run(mode)
         sync()
-        self.times[mode].append((time.perf_counter() - start) / iters)
+        seconds = time.perf_counter() - start
+        self.first.setdefault(mode, seconds)
+        self.times[mode].append(seconds / iters)
 
     def throughput(self, mode: str) -> float:
         inputs = self.inputs if mode == 'infer' else self.train_inputs
         return inputs.shape[0] / statistics.median(self.times[mode])
+
+    def spread(self, mode: str) -> float:
+        """(slowest - fastest) / median of the timed rounds, in percent."""
+        times = self.times[mode]
+        return 100 * (max(times) - min(times)) / statistics.median(times)
+
+    def gflops(self, mode: str) -> Optional[float]:
+        """Achieved GFLOP/s: forward FLOP per image x images/s, x3 for a
+        training step (backward counted as twice the forward)."""
+        if self.flop is None:
+            return None
+        return self.flop * (1 if mode == 'infer' else 3) * self.throughput(mode) / 1e9
+
 
     def activation_mb(self) -> float:
         """MB of tensors autograd keeps for backward in one training forward
@@ -257,6 +303,25 @@ class Bench:
         return (torch.cuda.max_memory_allocated() - before) / 2**20
 
 
+class GemmPeak(Bench):
+    """The machine's fp32 matrix-product rate, timed as one more row of the
+    interleaved rounds (so it sees the same load as the models): ``iters``
+    products of two ``size`` x ``size`` matrices into a preallocated output."""
+
+    def __init__(self, args, size: int = 2048):
+        self.name, self.size, self.device = f'fp32 GEMM {size}x{size}', size, args.device
+        self.infer = self.train = True
+        self.a, self.b, self.c = (torch.randn(size, size, device=args.device) for _ in range(3))
+        self.times = {'infer': [], 'train': []}
+        self.first = {}
+
+    def run(self, mode: str):
+        torch.mm(self.a, self.b, out=self.c)
+
+    def gflops(self, mode: str) -> float:
+        return 2 * self.size**3 / statistics.median(self.times[mode]) / 1e9
+
+
 def measure(benches: List[Bench], args):
     """Interleaved rounds, inference first, then training steps (as a model is
     used: training allocations do not disturb the inference runs): warm-up
@@ -275,6 +340,35 @@ def measure(benches: List[Bench], args):
             print(f'  {mode} round {round_index + 1}/{rounds} done', file=sys.stderr)
 
 
+def check_same_gradients(reference: nn.Module, ours: nn.Module, inputs: torch.Tensor,
+                         name: str):
+    """Raise if one training step's parameter gradients of a reference differ
+    from ours by more than 1e-4 relative (per parameter: largest absolute
+    difference over largest absolute value); drop-path off for the check."""
+    grads = []
+    for model in (reference, ours):
+        rates = {m: m.drop_prob for m in model.modules() if hasattr(m, 'drop_prob')}
+        for module in rates:
+            module.drop_prob = 0.
+        model.train()
+        outs = flat_outputs(model(inputs))
+        weights = [torch.linspace(-1, 1, o.numel(), device=o.device).view_as(o) for o in outs]
+        sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+        for module, rate in rates.items():
+            module.drop_prob = rate
+        for p in model.parameters():
+            p.grad = None
+    errors = {n: ((grads[0][n] - g).abs().max() / g.abs().max().clamp_min(1e-30)).item()
+              for n, g in grads[1].items()}
+    worst = max(errors, key=errors.get)
+    if grads[0].keys() != grads[1].keys() or errors[worst] > 1e-4:
+        raise RuntimeError(f'{name}: gradients differ from ours, {worst}: {errors[worst]:.1e} '
+                           'relative')
+    print(f'  {name}: gradients equal ours within {errors[worst]:.1e} relative '
+          f'({len(errors)} parameters)', file=sys.stderr)
+
+
 def check_same_outputs(reference: nn.Module, ours: nn.Module, inputs: torch.Tensor, name: str):
     """Raise if a reference implementation disagrees with ours (fp32, eval)."""
     with torch.inference_mode():
@@ -286,26 +380,61 @@ def check_same_outputs(reference: nn.Module, ours: nn.Module, inputs: torch.Tens
     print(f'  {name}: outputs equal ours within {diff:.1e}', file=sys.stderr)
 
 
-def table(benches: List[Bench], args) -> str:
-    cols = ['model', 'params (M)', 'infer (img/s)', 'train (img/s)',
-            f'{BASE} speed-up infer / train', 'activations (MB)']
+def table(benches: List[Bench], args, peak: GemmPeak,
+          versus: Optional[Bench] = None) -> str:
+    """Markdown table of the timed rows; ``versus``: the row (the official
+    code) whose speed every row is also divided by."""
+    modes = [m for m in ('infer', 'train') if any(getattr(b, m) for b in benches)]
+    cols = ['model', 'params (M)'] + [f'{m} (img/s)' for m in modes]
+    cols += [f'{BASE} speed-up ' + ' / '.join(modes)]
+    if versus is not None:
+        cols += ['speed-up over official ' + ' / '.join(modes)]
+    cols += ['GFLOP/s ' + ' / '.join(modes), '% of GEMM peak ' + ' / '.join(modes),
+             'spread (%) ' + ' / '.join(modes)]
+    if 'train' in modes:
+        cols += ['activations (MB)']
     if args.device.type == 'cuda':
-        cols += ['peak infer / train (MB)']
+        cols += ['peak ' + ' / '.join(modes) + ' (MB)']
     lines = ['| ' + ' | '.join(cols) + ' |', '|' + ' --- |' * len(cols)]
+
+    def per_mode(b, fn):
+        return ' / '.join(fn(b, m) if getattr(b, m) else '-' for m in modes)
     for b in benches:
-        infer = b.throughput('infer') if b.infer else None
-        train = b.throughput('train') if b.train else None
-        ratios = []
-        for mode, value in (('infer', infer), ('train', train)):
-            ratios.append(f'{b.base.throughput(mode) / value:.2f}x' if value else '-')
-        row = [b.name, f'{b.params / 1e6:.2f}', f'{infer:.3g}' if infer else '-',
-               f'{train:.3g}' if train else '-', ' / '.join(ratios),
-               f'{b.activation_mb():.0f}' if b.train else '-']
+        row = [b.name, f'{b.params / 1e6:.2f}']
+        row += [f'{b.throughput(m):.3g}' if getattr(b, m) else '-' for m in modes]
+        row.append(per_mode(b, lambda b, m: f'{b.base.throughput(m) / b.throughput(m):.2f}x'
+                            if getattr(b.base, m) else '-'))
+        if versus is not None:
+            row.append(per_mode(b, lambda b, m: f'{b.throughput(m) / versus.throughput(m):.2f}x'
+                                if getattr(versus, m) else '-'))
+        row.append(per_mode(b, lambda b, m: f'{b.gflops(m):.0f}' if b.flop else '-'))
+        row.append(per_mode(b, lambda b, m: f'{100 * b.gflops(m) / peak.gflops(m):.0f}%'
+                            if b.flop else '-'))
+        row.append(per_mode(b, lambda b, m: f'{b.spread(m):.0f}'))
+        if 'train' in modes:
+            row.append(f'{b.activation_mb():.0f}' if b.train else '-')
         if args.device.type == 'cuda':
-            row.append(' / '.join(f'{b.peak_mb(m):.0f}' if getattr(b, m) else '-'
-                                  for m in ('infer', 'train')))
+            row.append(per_mode(b, lambda b, m: f'{b.peak_mb(m):.0f}'))
         lines.append('| ' + ' | '.join(row) + ' |')
+    lines.append('\n' + ', '.join(
+        f'{m}: {peak.gflops(m):.0f} GFLOP/s (spread {peak.spread(m):.0f}%)' for m in modes)
+        + f' = {peak.name} peak measured in the same rounds')
+    compiled = [b for b in benches if b.first and 'compile' in b.name]
+    for b in compiled:
+        lines.append(f'{b.name}: first call {b.first.get("infer", 0):.0f} s (infer)'
+                     + (f', {b.first["train"]:.0f} s (train)' if 'train' in b.first else '')
+                     + ', compilation included')
     return '\n'.join(lines)
+
+
+def forward_flop(model: nn.Module, shape) -> float:
+    """FLOP (2 x multiply-adds, attention products included) of one forward
+    pass of ``model`` on one image of ``shape`` (C, H, W)."""
+    from lightvit_mm.utils.complexity import count_complexity
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        stats = count_complexity(model.eval(), torch.zeros(1, *shape, device=device))
+    return 2.0 * stats['flops']
 
 
 def explain_compile(model: nn.Module, inputs: torch.Tensor) -> str:
@@ -320,29 +449,62 @@ def explain_compile(model: nn.Module, inputs: torch.Tensor) -> str:
             + ''.join(f'\n  - {r}' for r in reasons))
 
 
-def backbone_benches(args, references) -> List[Bench]:
+def _copy_of(model: nn.Module) -> nn.Module:
+    copy = build_peer(BASE).to(next(model.parameters()).device)
+    copy.load_state_dict(model.state_dict())
+    return copy
+
+
+def lightvit_benches(args, references, size: int, batch: int, train: bool) -> List[Bench]:
+    """LightViT-T's inference paths (eager, deploy, torch.compile) and the
+    references, on ``batch`` images of ``size`` x ``size``."""
     torch.manual_seed(0)
-    x = torch.randn(args.batch_size, 3, 224, 224, device=args.device)
+    x = torch.randn(batch, 3, size, size, device=args.device)
     ours = build_peer(BASE).to(args.device)
-    base = Bench(BASE, ours, x, args)
+    flop = forward_flop(ours, (3, size, size))
+    base = Bench(BASE, ours, x, args, train=train, flop=flop)
     benches = [base]
+    deployed = _copy_of(ours)
+    deployed.switch_to_deploy()
+    check_same_outputs(deployed, ours, x, f'{BASE} (deploy)')
+    benches.append(Bench(f'{BASE} (deploy)', deployed, x, args, train=False, base=base,
+                         flop=flop))
+    if args.compile:
+        benches.append(Bench(f'{BASE} (torch.compile)', torch.compile(_copy_of(ours)), x, args,
+                             train=train and args.compile_train, base=base, flop=flop))
+        deployed = _copy_of(ours)
+        deployed.switch_to_deploy()
+        benches.append(Bench(f'{BASE} (deploy, torch.compile freezing)',
+                             torch.compile(deployed, options={'freezing': True}), x, args,
+                             train=False, base=base, flop=flop))
     for name, build in references.items():
         model = build(ours).to(args.device)
         check_same_outputs(model, ours, x, name)
-        benches.append(Bench(name, model, x, args, base=base))
-    if args.compile:
-        compiled = build_peer(BASE)
-        compiled.load_state_dict(ours.state_dict())
-        benches.append(Bench(f'{BASE} (torch.compile)', torch.compile(compiled), x, args,
-                             base=base))
-    cp_model = build_peer(BASE)
-    cp_model.load_state_dict(ours.state_dict())
+        if train:
+            check_same_gradients(model, ours, x, name)
+        benches.append(Bench(name, model, x, args, train=train, base=base, flop=flop))
+    return benches
+
+
+def backbone_benches(args) -> List[Bench]:
+    torch.manual_seed(0)
+    x = torch.randn(args.batch_size, 3, 224, 224, device=args.device)
+    ours = build_peer(BASE).to(args.device)
+    flop = forward_flop(ours, (3, 224, 224))
+    base = Bench(BASE, ours, x, args, flop=flop)
+    benches = [base]
+    cp_model = _copy_of(ours)
     for module in cp_model.modules():
         if hasattr(module, 'with_cp'):
             module.with_cp = True
-    benches.append(Bench(f'{BASE} (with_cp)', cp_model, x, args, infer=False, base=base))
+    benches.append(Bench(f'{BASE} (with_cp)', cp_model, x, args, infer=False, base=base,
+                         flop=flop))
     names = [n for n in LIGHTVIT_ARCHS if n != BASE] + list(PEERS)
-    benches += [Bench(n, build_peer(n), x, args, base=base) for n in names if n in args.models]
+    for name in names:
+        if name in args.models:
+            model = build_peer(name).to(args.device)
+            flop = forward_flop(model, (3, 224, 224)) if name in LIGHTVIT_ARCHS else None
+            benches.append(Bench(name, model, x, args, base=base, flop=flop))
     return benches
 
 
@@ -353,15 +515,18 @@ def dense_benches(args, references) -> List[Bench]:
         torch.manual_seed(0)
         x = torch.randn(2, 3, *size, device=args.device)  # train on 2: UPerNet's PPM has BN
         heads = [getattr(model, p) for p in parts]
-        base = Bench(f'{name}, {BASE}, {size[0]}x{size[1]}',
-                     nn.Sequential(model.backbone, *heads), x[:1], args, train_inputs=x)
+        full = nn.Sequential(model.backbone, *heads).to(args.device)
+        flop = forward_flop(full, (3, *size))
+        base = Bench(f'{name}, {BASE}, {size[0]}x{size[1]}', full, x[:1], args,
+                     train_inputs=x, flop=flop)
         benches.append(base)
         for ref_name, build in references.items():
             backbone = build(model.backbone).to(args.device)
             check_same_outputs(backbone, model.backbone, x[:1], ref_name)
+            check_same_gradients(backbone, model.backbone, x, ref_name)
             benches.append(Bench(f'{name}, {ref_name}, {size[0]}x{size[1]}',
                                  nn.Sequential(backbone, *heads), x[:1], args, base=base,
-                                 train_inputs=x))
+                                 train_inputs=x, flop=flop))
     return benches
 
 
@@ -380,14 +545,21 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s)')
     parser.add_argument('--models', nargs='*', default=[n for n in LIGHTVIT_ARCHS if n != BASE]
                         + list(PEERS), help='backbones besides LightViT-T (default: all)')
-    parser.add_argument('--tables', nargs='+', choices=('backbones', 'dense'),
-                        default=['backbones', 'dense'])
+    parser.add_argument('--tables', nargs='+', choices=('lightvit', 'backbones', 'dense'),
+                        default=['lightvit', 'backbones', 'dense'],
+                        help='lightvit: LightViT-T\'s paths (eager, deploy, compiled) and the '
+                        'references at 224x224 (inference and training) and 512x512 batch 1 '
+                        '(inference); backbones: peers at 224x224; dense: Mask R-CNN and UPerNet')
     parser.add_argument('--official', metavar='DIR',
                         help='clone of github.com/hunto/LightViT to time its code too')
     parser.add_argument('--ref', action='append', default=[], metavar='GITREF',
                         help='also time lightvit_mm\'s backbone as of this commit (repeatable)')
     parser.add_argument('--compile', action='store_true',
-                        help='add torch.compile(LightViT-T) and explain its graph breaks')
+                        help='add torch.compile(LightViT-T) rows (default inductor; deploy mode '
+                        'with inductor freezing) and explain its graph breaks')
+    parser.add_argument('--compile-train', action='store_true',
+                        help='with --compile, also time the compiled training step (its '
+                        'compilation takes many minutes on a small CPU)')
     args = parser.parse_args(argv)
     unknown = sorted(set(args.models) - set(PEERS) - set(LIGHTVIT_ARCHS))
     if unknown:
@@ -421,22 +593,31 @@ def main(argv=None):
           f'median of {args.repeats} interleaved rounds after {args.warmup} warm-up, '
           f'{args.iters} iteration(s) per timing')
     references = reference_builders(args.official, args.ref)
-    if 'backbones' in args.tables:
-        benches = backbone_benches(args, references)
-        measure(benches, args)
-        print(f'\nBackbones, 224x224, batch {args.batch_size} (last stage out):\n')
-        print(table(benches, args))
+
+    def run_table(title, benches):
+        peak = GemmPeak(args)
+        measure(benches + [peak], args)
+        print(f'\n{title}:\n')
+        official = [b for b in benches if '(official code)' in b.name]
+        print(table(benches, args, peak, official[0] if official else None))
+    if 'lightvit' in args.tables:
+        run_table(f'{BASE}, 224x224, batch {args.batch_size} (last stage out)',
+                  lightvit_benches(args, references, 224, args.batch_size, train=True))
+        run_table(f'{BASE}, 512x512, batch 1, inference (last stage out)',
+                  lightvit_benches(args, references, 512, 1, train=False))
         if args.compile:
             print('\n' + explain_compile(build_peer(BASE).to(args.device),
-                                         benches[0].inputs))
+                                         torch.randn(1, 3, 224, 224, device=args.device)))
+    if 'backbones' in args.tables:
+        run_table(f'Backbones, 224x224, batch {args.batch_size} (last stage out)',
+                  backbone_benches(args))
     if 'dense' in args.tables:
-        benches = dense_benches(args, references)
-        measure(benches, args)
-        print(f'\nDense prediction, inference on 1 image, training step on 2 (speed-up: '
-              f'{BASE} of lightvit_mm over each row):\n')
-        print(table(benches, args))
+        run_table(f'Dense prediction, inference on 1 image, training step on 2 (speed-up: '
+                  f'{BASE} of lightvit_mm over each row)', dense_benches(args, references))
     print('\nactivations: tensors autograd keeps for backward in one training forward '
-          '(parameters excluded). train: forward + backward, no optimizer step.')
+          '(parameters excluded). train: forward + backward, no optimizer step. GFLOP/s: '
+          'forward FLOP (2 x multiply-adds, attention included) x images/s, x3 for a '
+          'training step. spread: (slowest - fastest) / median round.')
 
 
 if __name__ == '__main__':

@@ -56,6 +56,22 @@ class ConvStem(BaseModule):
         self.proj = nn.Conv2d(stem_dims, embed_dims, 3, stride=2, padding=1)
         self.norm = nn.LayerNorm(embed_dims)
 
+    def switch_to_deploy(self):
+        """Fold each BatchNorm of ``stem`` into the convolution before it (the
+        running statistics and affine become the convolution's weight scale
+        and bias; the BatchNorm becomes ``nn.Identity``)."""
+        for i, module in enumerate(self.stem):
+            if not isinstance(module, nn.BatchNorm2d):
+                continue
+            conv = self.stem[i - 1]
+            scale = module.weight / torch.sqrt(module.running_var + module.eps)
+            fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
+                              conv.stride, conv.padding, groups=conv.groups, bias=True)
+            with torch.no_grad():
+                fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+                fused.bias.copy_(module.bias - module.running_mean * scale)
+            self.stem[i - 1], self.stem[i] = fused.to(conv.weight.device), nn.Identity()
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         # channels_last: the depthwise convolutions run about twice as fast on
         # the CPU, and the tokens below are a view instead of a copy.
@@ -72,6 +88,44 @@ def relative_position_index(window_size: int) -> torch.Tensor:
         torch.arange(window_size), torch.arange(window_size), indexing='ij')).flatten(1)
     rel = (coords[:, :, None] - coords[:, None, :]) + (window_size - 1)
     return (rel[0] * (2 * window_size - 1) + rel[1]).flatten()
+
+
+class WindowAttentionWithBias(torch.autograd.Function):
+    """``softmax(q k^T / sqrt(d) + bias) v`` for training, with the gradient of
+    the additive ``bias`` (LightViT's learned relative position bias).
+
+    Same result as ``F.scaled_dot_product_attention(q, k, v, attn_mask=bias)``
+    to float rounding. Where ``bias`` needs a gradient, torch's CPU kernel
+    falls back to a composite of about ten autograd nodes that keeps several
+    (..., L, L) tensors for backward; here the forward keeps only the
+    softmax probabilities P (besides q, k, v, which are views of the ``qkv``
+    output kept anyway), and the backward is the textbook one: dV = P^T dO,
+    dS = P * (dO V^T - rowsum(P * dO V^T)), dQ = dS K / sqrt(d),
+    dK = dS^T Q / sqrt(d), dbias = dS summed over the broadcast dimensions.
+
+    Shapes:
+        q, k: (N, heads, L, d); v: (N, heads, L, dv); bias: (1, heads, L, L);
+        output: (N, heads, L, dv).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias):
+        scale = q.shape[-1]**-0.5
+        attn = torch.matmul(q, k.transpose(-2, -1)).mul_(scale).add_(bias).softmax(-1)
+        ctx.save_for_backward(q, k, v, attn)
+        return torch.matmul(attn, v)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, attn = ctx.saved_tensors
+        scale = q.shape[-1]**-0.5
+        grad_v = torch.matmul(attn.transpose(-2, -1), grad_out)
+        grad_attn = torch.matmul(grad_out, v.transpose(-2, -1))
+        grad_s = torch._softmax_backward_data(grad_attn, attn, -1, attn.dtype)
+        grad_q = torch.matmul(grad_s, k).mul_(scale)
+        grad_k = torch.matmul(grad_s.transpose(-2, -1), q).mul_(scale)
+        grad_bias = grad_s.sum(0, keepdim=True) if ctx.needs_input_grad[3] else None
+        return grad_q, grad_k, grad_v, grad_bias
 
 
 class LightViTAttention(BaseModule):
@@ -136,10 +190,19 @@ class LightViTAttention(BaseModule):
         super().init_weights()
         trunc_normal_(self.relative_position_bias_table, std=.02)
 
+    def switch_to_deploy(self):
+        """Compute the relative position bias once and keep it as the buffer
+        ``position_bias``, in place of the table and the index."""
+        bias = self._position_bias().detach().contiguous()
+        del self.relative_position_bias_table, self.relative_position_index
+        self.register_buffer('position_bias', bias)
+
     def _position_bias(self) -> torch.Tensor:
         """Relative position bias of shape (1, heads, ws^2, ws^2): 4-D, as torch's
         fused CPU attention kernel takes it (a 3-D mask falls back to the
         unfused path, about half as fast)."""
+        if hasattr(self, 'position_bias'):  # after switch_to_deploy
+            return self.position_bias
         area = self.window_size**2
         bias = self.relative_position_bias_table[self.relative_position_index]
         return bias.view(area, area, -1).permute(2, 0, 1).unsqueeze(0)
@@ -164,7 +227,11 @@ class LightViTAttention(BaseModule):
 
         # 1. Local window attention, relative position bias as additive mask.
         q, k, v = qkv.view(-1, ws * ws, 3, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)
-        local = F.scaled_dot_product_attention(q, k, v, attn_mask=self._position_bias())
+        bias = self._position_bias()
+        if torch.is_grad_enabled() and not torch.jit.is_tracing():
+            local = WindowAttentionWithBias.apply(q, k, v, bias)
+        else:  # torch's fused kernel, which has no gradient for the bias
+            local = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
         # 2. Global aggregation: global-token queries over the image tokens
         # (their order does not matter), padding masked out.
@@ -306,11 +373,23 @@ class LightViTBlock(BaseModule):
         self.mlp = BiAttnMlp(embed_dims, int(embed_dims * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
+    def _residual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``x + self.drop_path(y)`` in one pass over the tokens: the per-sample
+        keep mask of mmcv's ``DropPath`` (same random draw), divided by the keep
+        probability, multiplies ``y`` inside ``torch.addcmul``."""
+        drop_prob = getattr(self.drop_path, 'drop_prob', 0.)
+        if not self.training or drop_prob == 0.:
+            return x + y
+        keep_prob = 1 - drop_prob
+        mask = keep_prob + torch.rand((y.shape[0], ) + (1, ) * (y.dim() - 1),
+                                      dtype=y.dtype, device=y.device)
+        return torch.addcmul(x, y, mask.floor_().div_(keep_prob))
+
     def _forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+        x = self._residual(x, self.attn(self.norm1(x), hw_shape))
         if self.drop_global_tokens:
             x = x[:, self.num_tokens:]
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return self._residual(x, self.mlp(self.norm2(x)))
 
     def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         if self.with_cp and x.requires_grad:
@@ -530,6 +609,7 @@ class LightViT(BaseModule):
         if out_type not in ('featmap', 'raw'):
             raise ValueError(f"out_type must be 'featmap' or 'raw', got {out_type!r}")
         self.out_type = out_type
+        self.deploy = False
 
         self.patch_embed = ConvStem(in_channels, self.embed_dims[0])
         self.global_token = nn.Parameter(torch.zeros(1, self.num_tokens, self.embed_dims[0]))
@@ -635,7 +715,33 @@ class LightViT(BaseModule):
             for param in module.parameters():
                 param.requires_grad = False
 
+    def switch_to_deploy(self):
+        """Re-parameterise for inference (mmpretrain's name for it): fold the
+        stem's BatchNorms into their convolutions, compute every block's
+        relative position bias once (:meth:`LightViTAttention.switch_to_deploy`)
+        and turn gradient checkpointing off. Outputs stay those of the eval
+        model to float rounding (within 1e-5 here).
+
+        Afterwards the model is for inference only: the state dict has other
+        keys (no BatchNorm statistics, ``stem.{0,3,6,9}.bias`` and
+        ``position_bias`` instead of the bias tables), and :meth:`train` with
+        ``mode=True`` raises. Calling it twice does nothing the second time.
+        """
+        if self.deploy:
+            return
+        for module in list(self.modules()):
+            if module is not self and hasattr(module, 'switch_to_deploy'):
+                module.switch_to_deploy()
+            if hasattr(module, 'with_cp'):
+                module.with_cp = False
+        self.deploy = True
+        self.eval()
+
     def train(self, mode: bool = True):
+        if mode and self.deploy:
+            raise RuntimeError('This LightViT was switched to deploy mode (BatchNorms folded, '
+                               'position bias fixed) and can only run inference; build a new '
+                               'one to train')
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:

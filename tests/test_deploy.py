@@ -1,0 +1,161 @@
+"""Speed paths of the backbone give the same numbers as the plain ones.
+
+- ``WindowAttentionWithBias`` (the training path of the window attention):
+  outputs and gradients of q, k, v and the position bias equal autograd's
+  through the official formula ``softmax(q k^T * scale + bias) v``, and the
+  whole backbone, trained with it, still reproduces the official outputs
+  (1e-5) with gradients equal to those of the official formula (1e-4 relative).
+- ``LightViT.switch_to_deploy``: folded stem BatchNorms and a fixed position
+  bias give the eval model's outputs within 1e-4, at sizes with and without
+  window padding; the deployed model refuses training and compiles in one graph.
+"""
+import pytest
+import torch
+import torch._dynamo
+import torch.nn.functional as F
+
+from lightvit_mm import LightViT
+from lightvit_mm.models.backbones import lightvit as lightvit_module
+from lightvit_mm.models.backbones.lightvit import WindowAttentionWithBias
+
+
+def official_formula(q, k, v, bias):
+    """Official LightViT ``Attention.forward_local``: explicit products."""
+    attn = (q @ k.transpose(-2, -1)) * q.shape[-1]**-0.5
+    return (attn + bias).softmax(dim=-1) @ v
+
+
+def relative_error(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def test_window_attention_function_matches_autograd():
+    generator = torch.Generator().manual_seed(0)
+    # q, k, v as strided views of one qkv tensor, as LightViTAttention passes them
+    qkv = torch.randn(6, 49, 3, 2, 16, generator=generator, dtype=torch.float64)
+    bias = torch.randn(1, 2, 49, 49, generator=generator, dtype=torch.float64)
+    grad_out = torch.randn(6, 2, 49, 16, generator=generator, dtype=torch.float64)
+    results = []
+    for fn in (WindowAttentionWithBias.apply, official_formula):
+        leaves = [qkv.clone().requires_grad_(), bias.clone().requires_grad_()]
+        q, k, v = leaves[0].permute(2, 0, 3, 1, 4).unbind(0)
+        out = fn(q, k, v, leaves[1])
+        out.backward(grad_out)
+        results.append([out] + [leaf.grad for leaf in leaves])
+    for ours, reference in zip(*results):
+        torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-12)
+    small = [torch.randn(2, 2, 5, 4, generator=generator, dtype=torch.float64,
+                         requires_grad=True) for _ in range(3)]
+    small_bias = torch.randn(1, 2, 5, 5, generator=generator, dtype=torch.float64,
+                             requires_grad=True)
+    assert torch.autograd.gradcheck(WindowAttentionWithBias.apply, small + [small_bias])
+
+
+def _backbone_grads(model, x):
+    model.zero_grad()
+    outs = model(x)
+    sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs).backward()
+    return outs, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_training_path_matches_official(official_vectors, mini_arch, monkeypatch):
+    model = LightViT(arch=mini_arch, window_size=official_vectors['arch']['window_size'],
+                     drop_path_rate=0.)
+    model.load_state_dict(official_vectors['det_state_dict'], strict=True)
+    x = official_vectors['det_input']  # needs window padding
+    # With grad enabled the window attention takes the custom function; in eval
+    # mode (BatchNorm statistics) the outputs are the official vectors.
+    with torch.enable_grad():
+        for out, ref in zip(model.eval()(x), official_vectors['det_outputs']):
+            assert out.requires_grad
+            torch.testing.assert_close(out.detach(), ref, atol=1e-5, rtol=0)
+    model.train()
+    outs, grads = _backbone_grads(model, x)
+    # The same step with the official formula in place of the custom function.
+    monkeypatch.setattr(lightvit_module.WindowAttentionWithBias, 'apply', official_formula)
+    ref_outs, ref_grads = _backbone_grads(model, x)
+    for out, ref in zip(outs, ref_outs):
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    assert grads.keys() == ref_grads.keys()
+    assert grads['stages.0.0.attn.relative_position_bias_table'].abs().sum() > 0
+    errors = {n: relative_error(grads[n], ref_grads[n]) for n in grads}
+    assert max(errors.values()) < 1e-4, sorted(errors.items(), key=lambda kv: -kv[1])[:3]
+
+
+def _randomise_batchnorms(model):
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator))
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.randn(n, generator=generator))
+            module.bias.data.copy_(torch.randn(n, generator=generator))
+
+
+@pytest.mark.parametrize('out_type', ['featmap', 'raw'])
+def test_deploy_mode_keeps_outputs(out_type):
+    torch.manual_seed(0)
+    model = LightViT(arch='tiny', out_type=out_type)
+    model.init_weights()
+    _randomise_batchnorms(model)
+    model.eval()
+    inputs = [torch.randn(2, 3, 224, 224), torch.randn(1, 3, 97, 131)]  # 97x131: padding
+    with torch.no_grad():
+        expected = [model(x) for x in inputs]
+        model.switch_to_deploy()
+        model.switch_to_deploy()  # a second call changes nothing
+        got = [model(x) for x in inputs]
+    for outs, refs in zip(got, expected):
+        for out, ref in zip(outs, refs):
+            assert out.shape == ref.shape
+            torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+    keys = model.state_dict().keys()
+    assert not any('running_mean' in k or 'relative_position' in k for k in keys)
+    assert {'stem.0.bias', 'stem.3.bias', 'stem.6.bias', 'stem.9.bias'} <= {
+        k.replace('patch_embed.', '') for k in keys}
+    assert 'stages.1.1.attn.position_bias' in keys
+    with pytest.raises(RuntimeError, match='deploy mode'):
+        model.train()
+
+
+def test_deploy_mode_compiles_in_one_graph():
+    torch._dynamo.reset()
+    model = LightViT(arch='tiny')
+    model.switch_to_deploy()
+    with torch.no_grad():
+        report = torch._dynamo.explain(model)(torch.randn(1, 3, 100, 132))
+    assert (report.graph_count, report.graph_break_count) == (1, 0), report.break_reasons
+
+
+def test_sdpa_fallback_unused_for_inference():
+    """Inference (no grad) calls torch's fused kernel with the bias as mask,
+    once per block; the custom function serves training only."""
+    model = LightViT(arch='tiny').eval()
+    calls = []
+    original = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get('attn_mask') is not None and kwargs['attn_mask'].dim() == 4
+                     and kwargs['attn_mask'].dtype == torch.float32)
+        return original(*args, **kwargs)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lightvit_module.F, 'scaled_dot_product_attention', counting)
+        with torch.no_grad():
+            model(torch.randn(1, 3, 56, 56))
+    assert sum(calls) == 14  # one window attention per block, with the bias
+
+
+def test_fused_drop_path_residual_matches_mmcv_drop_path():
+    from mmcv.cnn.bricks import DropPath
+    block = LightViT(arch='tiny', drop_path_rate=0.5).stages[2][6].train()
+    assert block.drop_path.drop_prob == 0.5  # the last block
+    x, y = torch.randn(16, 9, 256), torch.randn(16, 9, 256)
+    torch.manual_seed(3)
+    fused = block._residual(x, y)
+    torch.manual_seed(3)
+    reference = x + DropPath(0.5).train()(y)
+    torch.testing.assert_close(fused, reference)
+    kept = (fused - x).flatten(1).abs().amax(1) > 0
+    assert 0 < kept.sum() < 16  # some samples dropped, some kept (seed 3)
+    torch.testing.assert_close(block.eval()._residual(x, y), x + y)
