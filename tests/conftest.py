@@ -63,6 +63,8 @@ def mini_arch(official_vectors):
 # determinism tests): 64x64 canvases, batch 2, no validation, a few iterations.
 # ---------------------------------------------------------------------------
 DIGITS_CONFIG = osp.join(REPO, 'configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_digits.py')
+SEG_DIGITS_CONFIG = osp.join(REPO, 'configs/mmseg/digits/lightvit-t_upernet_digits.py')
+CLS_DIGITS_CONFIG = osp.join(REPO, 'configs/mmpretrain/digits/lightvit-tiny_digits.py')
 TINY_CANVAS = 64
 
 

@@ -10,10 +10,14 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DIGITS_CONFIG, NO_EVAL_OPTIONS, REPO, train_command
-
-SEG_CONFIG = osp.join(REPO, 'configs/mmseg/digits/lightvit-t_upernet_digits.py')
-CLS_CONFIG = osp.join(REPO, 'configs/mmpretrain/digits/lightvit-tiny_digits.py')
+from conftest import (
+    CLS_DIGITS_CONFIG,
+    DIGITS_CONFIG,
+    NO_EVAL_OPTIONS,
+    REPO,
+    SEG_DIGITS_CONFIG,
+    train_command,
+)
 
 
 def one_iteration(root):
@@ -41,7 +45,8 @@ def trained(tiny_digits, tmp_path_factory):
     cls_root = str(tmp_path_factory.mktemp('tiny_cls'))
     build_digits_cls(cls_root, num_train=4, num_val=2)
     runs = {DIGITS_CONFIG: one_iteration(tiny_digits),
-            SEG_CONFIG: one_iteration(tiny_digits), CLS_CONFIG: one_iteration(cls_root)}
+            SEG_DIGITS_CONFIG: one_iteration(tiny_digits),
+            CLS_DIGITS_CONFIG: one_iteration(cls_root)}
     checkpoints = {}
     for config, options in runs.items():
         work_dir = tmp_path_factory.mktemp('train')
@@ -94,33 +99,33 @@ def test_init_detector(trained):
 
 def test_mmseg_inferencer_and_init_model(trained, tmp_path):
     from mmseg.apis import MMSegInferencer, inference_model, init_model
-    checkpoint = trained['checkpoints'][SEG_CONFIG]
-    inferencer = MMSegInferencer(model=SEG_CONFIG, weights=checkpoint, device='cpu')
+    checkpoint = trained['checkpoints'][SEG_DIGITS_CONFIG]
+    inferencer = MMSegInferencer(model=SEG_DIGITS_CONFIG, weights=checkpoint, device='cpu')
     inferencer(trained['det_image'], out_dir=str(tmp_path))
     assert (tmp_path / 'vis' / osp.basename(trained['det_image'])).stat().st_size > 0
-    model = init_model(SEG_CONFIG, checkpoint, device='cpu')
+    model = init_model(SEG_DIGITS_CONFIG, checkpoint, device='cpu')
     assert inference_model(model, trained['det_image']).pred_sem_seg.data.shape[0] == 1
 
 
 def test_mmpretrain_inferencer_and_get_model(trained):
     from mmpretrain.apis import ImageClassificationInferencer, get_model
-    checkpoint = trained['checkpoints'][CLS_CONFIG]
+    checkpoint = trained['checkpoints'][CLS_DIGITS_CONFIG]
     image = sorted(glob.glob(osp.join(trained['cls_root'], 'val', '*', '*.png')))[0]
-    result = ImageClassificationInferencer(model=CLS_CONFIG, pretrained=checkpoint,
+    result = ImageClassificationInferencer(model=CLS_DIGITS_CONFIG, pretrained=checkpoint,
                                            device='cpu')(image)[0]
     assert 0 <= result['pred_label'] < 10
-    model = get_model(CLS_CONFIG, pretrained=checkpoint, device='cpu')
+    model = get_model(CLS_DIGITS_CONFIG, pretrained=checkpoint, device='cpu')
     assert model.head.fc.out_features == 10
 
 
-@pytest.mark.parametrize('package,config', [('mmdet', DIGITS_CONFIG), ('mmseg', SEG_CONFIG),
-                                            ('mmpretrain', CLS_CONFIG)])
+@pytest.mark.parametrize('package,config', [('mmdet', DIGITS_CONFIG), ('mmseg', SEG_DIGITS_CONFIG),
+                                            ('mmpretrain', CLS_DIGITS_CONFIG)])
 def test_stock_test_tool(package, config, trained, tmp_path):
     """mmdet/mmseg/mmpretrain's own tools/test.py (shipped in their .mim
     folder) evaluate our checkpoint with our config."""
     module = __import__(package)
     script = osp.join(osp.dirname(module.__file__), '.mim', 'tools', 'test.py')
-    root = trained['cls_root'] if config == CLS_CONFIG else trained['det_root']
+    root = trained['cls_root'] if config == CLS_DIGITS_CONFIG else trained['det_root']
     out = subprocess.run(
         [sys.executable, script, config, trained['checkpoints'][config], '--work-dir',
          str(tmp_path), '--cfg-options', *eval_options(config, root)],

@@ -15,15 +15,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import DIGITS_CONFIG, REPO, load_tool
+from conftest import CLS_DIGITS_CONFIG, DIGITS_CONFIG, REPO, SEG_DIGITS_CONFIG, load_tool
 from crafted_checkpoints import ATTACKS, write_checkpoint
 from mmengine.logging import HistoryBuffer, MessageHub
 
 from lightvit_mm.utils import safe_unpickling
 from lightvit_mm.utils.checkpoint import load_checkpoint_file
-
-SEG_CONFIG = osp.join(REPO, 'configs/mmseg/digits/lightvit-t_upernet_digits.py')
-CLS_CONFIG = osp.join(REPO, 'configs/mmpretrain/digits/lightvit-tiny_digits.py')
 
 
 def exception_text(error):
@@ -141,15 +138,6 @@ def test_full_chain_runs_code_with_getattr_allow_listed(tmp_path):
     assert marker.read_text() == 'pwned'
 
 
-@pytest.fixture(scope='module')
-def attack_data(tiny_digits, tmp_path_factory):
-    """Config overrides that point the digits configs at the tiny dataset."""
-    from lightvit_mm.demo_data.digits import build_digits_cls
-    cls_root = str(tmp_path_factory.mktemp('tiny_cls'))
-    build_digits_cls(cls_root, num_train=4, num_val=2)
-    return dict(det=tiny_digits, cls=cls_root)
-
-
 def det_data_options(root):
     roots = [f'{split}_dataloader.dataset.data_root={root}/' for split in ('train', 'val', 'test')]
     return roots + [
@@ -160,9 +148,9 @@ def det_data_options(root):
         'val_dataloader.persistent_workers=False', 'test_dataloader.persistent_workers=False']
 
 
-def read_with(reader, path, data, work_dir):
+def read_with(reader, path, data_root, work_dir):
     """Open checkpoint ``path`` as the reader named ``reader`` does."""
-    det_opts = det_data_options(data['det'])
+    det_opts = det_data_options(data_root)
     if reader == 'pretrained_init':
         from lightvit_mm.models import LightViT
         LightViT(init_cfg=dict(type='Pretrained', checkpoint=path)).init_weights()
@@ -180,7 +168,7 @@ def read_with(reader, path, data, work_dir):
     elif reader == 'visualize_predictions':
         load_tool('tools/analysis/visualize_predictions.py').main(
             [DIGITS_CONFIG, path, '--out', str(work_dir / 'v.png'),
-             '--img-dir', osp.join(data['det'], 'val'), '--num-images', '1'])
+             '--img-dir', osp.join(data_root, 'val'), '--num-images', '1'])
     elif reader == 'export_onnx':
         load_tool('tools/deployment/export_onnx.py').main(
             ['tiny', str(work_dir / 'm.onnx'), '--checkpoint', path])
@@ -192,16 +180,16 @@ def read_with(reader, path, data, work_dir):
         init_detector(DIGITS_CONFIG, path, device='cpu')
     elif reader == 'MMSegInferencer':
         from mmseg.apis import MMSegInferencer
-        MMSegInferencer(model=SEG_CONFIG, weights=path, device='cpu')
+        MMSegInferencer(model=SEG_DIGITS_CONFIG, weights=path, device='cpu')
     elif reader == 'mmseg_init_model':
         from mmseg.apis import init_model
-        init_model(SEG_CONFIG, path, device='cpu')
+        init_model(SEG_DIGITS_CONFIG, path, device='cpu')
     elif reader == 'ImageClassificationInferencer':
         from mmpretrain.apis import ImageClassificationInferencer
-        ImageClassificationInferencer(model=CLS_CONFIG, pretrained=path, device='cpu')
+        ImageClassificationInferencer(model=CLS_DIGITS_CONFIG, pretrained=path, device='cpu')
     elif reader == 'mmpretrain_get_model':
         from mmpretrain.apis import get_model
-        get_model(CLS_CONFIG, pretrained=path, device='cpu')
+        get_model(CLS_DIGITS_CONFIG, pretrained=path, device='cpu')
     elif reader == 'mmdet_tools_test':
         import mmdet
         script = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'test.py')
@@ -224,14 +212,14 @@ READERS = ['pretrained_init', 'converter', 'publish_model', 'tools_test', 'tools
 
 @pytest.mark.parametrize('attack', sorted(ATTACKS))
 @pytest.mark.parametrize('reader', READERS)
-def test_crafted_file_refused(reader, attack, attack_data, tmp_path):
+def test_crafted_file_refused(reader, attack, tiny_digits, tmp_path):
     builder, refusal = ATTACKS[attack]
     marker = tmp_path / 'pwned'
     path = write_checkpoint(tmp_path / 'lightvit_tiny_78.7.ckpt', builder(marker))
     work_dir = tmp_path / 'work'
     work_dir.mkdir()
     with pytest.raises(BaseException) as info:
-        read_with(reader, path, attack_data, work_dir)
+        read_with(reader, path, tiny_digits, work_dir)
     assert re.search(refusal, exception_text(info.value)), exception_text(info.value)
     assert not marker.exists()
     # Nothing in the process was altered on the way.
