@@ -68,6 +68,7 @@ import lightvit_mm  # noqa: E402,F401  (registers LightViT in every package)
 from lightvit_mm.utils.complexity import build_from_config  # noqa: E402
 
 BASE = 'LightViT-T'
+OFFICIAL = '(official code)'  # in the names of the official implementation's rows
 DROP_PATH = 0.1  # LightViT's default stochastic depth, given to the official code too
 LIGHTVIT_ARCHS = {'LightViT-T': 'tiny', 'LightViT-S': 'small', 'LightViT-B': 'base'}
 PEERS = {  # name -> (package whose MODELS builds it, config); last stage out
@@ -185,7 +186,7 @@ def reference_builders(official: Optional[str], refs: List[str]) -> Dict[str, Ca
                 drop_path_rate=DROP_PATH, stem_norm_eval=ours.norm_eval)
             model.load_state_dict(ours.state_dict())
             return model
-        builders[f'{BASE} (official code)'] = build_official
+        builders[f'{BASE} {OFFICIAL}'] = build_official
     for ref in refs:
         source = subprocess.run(
             ['git', '-C', REPO, 'show', f'{ref}:lightvit_mm/models/backbones/lightvit.py'],
@@ -386,14 +387,15 @@ def check_same_outputs(reference: nn.Module, ours: nn.Module, inputs: torch.Tens
     print(f'  {name}: outputs equal ours within {diff:.1e}', file=sys.stderr)
 
 
-def table(benches: List[Bench], args, peak: GemmPeak,
-          versus: Optional[Bench] = None) -> str:
-    """Markdown table of the timed rows; ``versus``: the row (the official
-    code) whose speed every row is also divided by."""
+def table(benches: List[Bench], args, peak: GemmPeak) -> str:
+    """Markdown table of the timed rows. Where a group of rows (those sharing
+    a ``base`` row) has an official-code row, every row of the group also gets
+    its speed divided by that row's."""
+    officials = {id(b.base): b for b in benches if OFFICIAL in b.name}
     modes = [m for m in ('infer', 'train') if any(getattr(b, m) for b in benches)]
     cols = ['model', 'params (M)'] + [f'{m} (img/s)' for m in modes]
     cols += [f'{BASE} speed-up ' + ' / '.join(modes)]
-    if versus is not None:
+    if officials:
         cols += ['speed-up over official ' + ' / '.join(modes)]
     cols += ['GFLOP/s ' + ' / '.join(modes), '% of GEMM peak ' + ' / '.join(modes),
              'spread (%) ' + ' / '.join(modes)]
@@ -410,9 +412,10 @@ def table(benches: List[Bench], args, peak: GemmPeak,
         row += [f'{b.throughput(m):.3g}' if getattr(b, m) else '-' for m in modes]
         row.append(per_mode(b, lambda b, m: f'{b.base.throughput(m) / b.throughput(m):.2f}x'
                             if getattr(b.base, m) else '-'))
-        if versus is not None:
+        versus = officials.get(id(b.base))
+        if officials:
             row.append(per_mode(b, lambda b, m: f'{b.throughput(m) / versus.throughput(m):.2f}x'
-                                if getattr(versus, m) else '-'))
+                                if versus is not None and getattr(versus, m) else '-'))
         row.append(per_mode(b, lambda b, m: f'{b.gflops(m):.0f}' if b.flop else '-'))
         row.append(per_mode(b, lambda b, m: f'{100 * b.gflops(m) / peak.gflops(m):.0f}%'
                             if b.flop else '-'))
@@ -604,8 +607,7 @@ def main(argv=None):
         peak = GemmPeak(args)
         measure(benches + [peak], args)
         print(f'\n{title}:\n')
-        official = [b for b in benches if '(official code)' in b.name]
-        print(table(benches, args, peak, official[0] if official else None))
+        print(table(benches, args, peak))
     if 'lightvit' in args.tables:
         run_table(f'{BASE}, 224x224, batch {args.batch_size} (last stage out)',
                   lightvit_benches(args, references, 224, args.batch_size, train=True))
