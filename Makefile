@@ -2,10 +2,12 @@
 # .venv by themselves (tools/setup_env.sh; a no-op when it is up to date);
 # `make test` lints with ruff (pyproject.toml) before it runs pytest.
 # `make demo-full` runs the whole pipeline (pretrain, detect, segment) into report/;
+# `make demo SEED=1` trains with another random seed (default 0).
 # PIPELINE_OPTIONS passes budgets, e.g. PIPELINE_OPTIONS="--det-iters 300".
 PY := .venv/bin/python
 DATA ?= data/digits
 WORK_DIR ?= work_dirs/digits_demo
+SEED ?= 0
 DEMO_CONFIG := configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_digits.py
 
 .PHONY: setup test demo demo-full
@@ -19,7 +21,8 @@ test: setup
 
 demo: setup
 	$(PY) tools/dataset_converters/build_digits.py --out $(DATA)
-	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(WORK_DIR) --data-root $(DATA)/
+	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(WORK_DIR) --data-root $(DATA)/ \
+		--cfg-options randomness.seed=$(SEED)
 	$(PY) tools/analysis/visualize_predictions.py $(DEMO_CONFIG) "$$(cat $(WORK_DIR)/last_checkpoint)" \
 		--img-dir $(DATA)/val --out $(WORK_DIR)/val_predictions.png
 
