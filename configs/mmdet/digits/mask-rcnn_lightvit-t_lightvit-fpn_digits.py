@@ -6,7 +6,7 @@ _base_ = '../mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py'
 data_root = 'data/digits/'
 metainfo = dict(classes=tuple(str(i) for i in range(10)))
 image_size = (128, 128)
-max_iters = 500
+max_iters = 600
 
 model = dict(
     backbone=dict(init_cfg=None),  # from scratch: no ImageNet weights on CPU
@@ -66,7 +66,7 @@ log_processor = dict(by_epoch=False)
 model.update(
     train_cfg=dict(
         rpn_proposal=dict(nms_pre=1000, max_per_img=300),
-        rcnn=dict(sampler=dict(num=128))),
+        rcnn=dict(sampler=dict(num=32))),
     test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
 randomness = dict(seed=0)
 # Resuming (tools/train.py --resume) continues with the random numbers of an
