@@ -47,6 +47,29 @@ def test_benchmark_prints_rows_and_with_cp_keeps_less(capsys):
     assert float(rows[2]['LightViT-T'][1]) == 7.77  # params (M)
 
 
+def test_each_group_of_rows_is_divided_by_its_own_official_row():
+    # Dense tables hold two models (Mask R-CNN, UPerNet), each with its own
+    # official-code row; a row must not be divided by the other model's.
+    from types import SimpleNamespace
+    args = SimpleNamespace(device=torch.device('cpu'), amp='fp32')
+    model, x = torch.nn.Linear(1, 1), torch.zeros(1, 1)
+    rows = []
+    for group, (ours, official) in {'A': (1.0, 2.0), 'B': (1.0, 4.0)}.items():
+        base = benchmark.Bench(group, model, x, args, train=False)
+        reference = benchmark.Bench(f'{group} {benchmark.OFFICIAL}', model, x, args,
+                                    train=False, base=base)
+        base.times['infer'], reference.times['infer'] = [ours], [official]
+        rows += [base, reference]
+    peak = benchmark.GemmPeak(args, size=8)
+    peak.times['infer'] = [1.0]
+    lines = [line.split(' | ') for line in benchmark.table(rows, args, peak).splitlines()
+             if line.startswith('| ') and '---' not in line]
+    column = lines[0].index('speed-up over official infer')
+    assert {cells[0].lstrip('| '): cells[column] for cells in lines[1:]} == {
+        'A': '2.00x', f'A {benchmark.OFFICIAL}': '1.00x',
+        'B': '4.00x', f'B {benchmark.OFFICIAL}': '1.00x'}
+
+
 def test_backbone_compiles_without_graph_breaks():
     torch._dynamo.reset()
     model = LightViT(arch='tiny').eval()
