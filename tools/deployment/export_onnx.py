@@ -30,7 +30,7 @@ Examples:
     python tools/deployment/export_onnx.py tiny lightvit_t.onnx
     python tools/deployment/export_onnx.py \
         configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py out.onnx \
-        --with-neck --shape 800 1216 --checkpoint work_dirs/.../iter_700.pth
+        --with-neck --shape 800 1216 --checkpoint work_dirs/.../iter_600.pth
 """
 import argparse
 import logging

@@ -13,7 +13,7 @@ overwritten: publishing again under a name that has a release
 
 Example:
     python tools/model_converters/publish_model.py \
-        work_dirs/digits_demo/iter_700.pth release/mask-rcnn_lightvit-t_digits.pth
+        work_dirs/digits_demo/iter_600.pth release/mask-rcnn_lightvit-t_digits.pth
     # -> release/mask-rcnn_lightvit-t_digits-<sha8>.pth
 """
 import argparse

@@ -6,7 +6,7 @@ _base_ = '../mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py'
 data_root = 'data/digits/'
 metainfo = dict(classes=tuple(str(i) for i in range(10)))
 image_size = (128, 128)
-max_iters = 700
+max_iters = 600
 
 model = dict(
     backbone=dict(init_cfg=None),  # from scratch: no ImageNet weights on CPU
