@@ -23,14 +23,18 @@ sys.path.insert(0, osp.join(REPO, 'tools', 'analysis'))
 import benchmark  # noqa: E402
 
 
+def table_cells(text):
+    """The cells of each row (header first) of the Markdown table in ``text``."""
+    return [line.split(' | ') for line in text.splitlines()
+            if line.startswith('| ') and '---' not in line]
+
+
 def test_benchmark_prints_rows_and_with_cp_keeps_less(capsys):
     benchmark.main(['--tables', 'lightvit', 'backbones', '--models', 'RegNetX-800MF',
                     '--device', 'cpu', '--batch-size', '1', '--repeats', '1', '--warmup', '0',
                     '--iters', '1', '--ref', 'HEAD'])
     out = capsys.readouterr().out
-    tables = [[line.split(' | ') for line in part.splitlines()
-               if line.startswith('| ') and '---' not in line]
-              for part in out.split('\n\n') if part.startswith('| model')]
+    tables = [table_cells(part) for part in out.split('\n\n') if part.startswith('| model')]
     rows = [{cells[0].lstrip('| '): cells for cells in t[1:]} for t in tables]
     assert [list(r) for r in rows] == [
         ['LightViT-T', 'LightViT-T (deploy)', 'LightViT-T @ HEAD'],  # 224x224
@@ -62,8 +66,7 @@ def test_each_group_of_rows_is_divided_by_its_own_official_row():
         rows += [base, reference]
     peak = benchmark.GemmPeak(args, size=8)
     peak.times['infer'] = [1.0]
-    lines = [line.split(' | ') for line in benchmark.table(rows, args, peak).splitlines()
-             if line.startswith('| ') and '---' not in line]
+    lines = table_cells(benchmark.table(rows, args, peak))
     column = lines[0].index('speed-up over official infer')
     assert {cells[0].lstrip('| '): cells[column] for cells in lines[1:]} == {
         'A': '2.00x', f'A {benchmark.OFFICIAL}': '1.00x',

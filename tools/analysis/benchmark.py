@@ -458,12 +458,6 @@ def explain_compile(model: nn.Module, inputs: torch.Tensor) -> str:
             + ''.join(f'\n  - {r}' for r in reasons))
 
 
-def _copy_of(model: nn.Module) -> nn.Module:
-    clone = build_peer(BASE).to(next(model.parameters()).device)
-    clone.load_state_dict(model.state_dict())
-    return clone
-
-
 def lightvit_benches(args, references, size: int, batch: int, train: bool) -> List[Bench]:
     """LightViT-T's inference paths (eager, deploy, torch.compile) and the
     references, on ``batch`` images of ``size`` x ``size``."""
@@ -473,15 +467,15 @@ def lightvit_benches(args, references, size: int, batch: int, train: bool) -> Li
     flop = forward_flop(ours, (3, size, size))
     base = Bench(BASE, ours, x, args, train=train, flop=flop)
     benches = [base]
-    deployed = _copy_of(ours)
+    deployed = copy.deepcopy(ours)
     deployed.switch_to_deploy()
     check_same_outputs(deployed, ours, x, f'{BASE} (deploy)')
     benches.append(Bench(f'{BASE} (deploy)', deployed, x, args, train=False, base=base,
                          flop=flop))
     if args.compile:
-        benches.append(Bench(f'{BASE} (torch.compile)', torch.compile(_copy_of(ours)), x, args,
+        benches.append(Bench(f'{BASE} (torch.compile)', torch.compile(copy.deepcopy(ours)), x, args,
                              train=train and args.compile_train, base=base, flop=flop))
-        deployed = _copy_of(ours)
+        deployed = copy.deepcopy(ours)
         deployed.switch_to_deploy()
         benches.append(Bench(f'{BASE} (deploy, torch.compile freezing)',
                              torch.compile(deployed, options={'freezing': True}), x, args,
@@ -502,7 +496,7 @@ def backbone_benches(args) -> List[Bench]:
     flop = forward_flop(ours, (3, 224, 224))
     base = Bench(BASE, ours, x, args, flop=flop)
     benches = [base]
-    cp_model = _copy_of(ours)
+    cp_model = copy.deepcopy(ours)
     for module in cp_model.modules():
         if hasattr(module, 'with_cp'):
             module.with_cp = True
