@@ -51,6 +51,39 @@ def test_window_attention_function_matches_autograd():
     assert torch.autograd.gradcheck(WindowAttentionWithBias.apply, small + [small_bias])
 
 
+def test_window_attention_function_in_half_precision(monkeypatch):
+    """As under CUDA autocast: q, k, v in half precision (the ``qkv`` Linear's
+    output), the bias in float32 (the table), and autocast running the
+    softmax in float32 (emulated here on the CPU, whose autocast leaves
+    softmax alone). Forward and backward stay in q's dtype (a float32
+    softmax output would leave the backward's matrix products with mixed
+    operands), the bias gradient comes back in float32, and all agree with
+    the float64 formula to bfloat16 precision."""
+    softmax = torch.Tensor.softmax
+
+    def softmax_as_cuda_autocast(self, dim):
+        out = softmax(self, dim)
+        return out.float() if torch.is_autocast_enabled('cpu') else out
+    monkeypatch.setattr(torch.Tensor, 'softmax', softmax_as_cuda_autocast)
+    generator = torch.Generator().manual_seed(0)
+    qkv = torch.randn(64, 49, 3, 2, 16, generator=generator, dtype=torch.float64)
+    bias = torch.randn(1, 2, 49, 49, generator=generator, dtype=torch.float64)
+    grad_out = torch.randn(64, 2, 49, 16, generator=generator, dtype=torch.float64)
+    results = []
+    for fn, dtype in ((official_formula, torch.float64),
+                      (WindowAttentionWithBias.apply, torch.bfloat16)):
+        leaves = [qkv.to(dtype).detach().requires_grad_(), bias.float().requires_grad_()]
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = fn(*leaves[0].permute(2, 0, 3, 1, 4).unbind(0), leaves[1])
+        out.backward(grad_out.to(out.dtype))
+        results.append([out.detach()] + [leaf.grad for leaf in leaves])
+    out, grad_qkv, grad_bias = results[1]
+    assert (out.dtype, grad_qkv.dtype, grad_bias.dtype) == (
+        torch.bfloat16, torch.bfloat16, torch.float32)
+    for ours, reference in zip(results[1], results[0]):
+        assert relative_error(ours.double(), reference.double()) < 2e-2
+
+
 def _backbone_grads(model, x):
     model.zero_grad()
     outs = model(x)

@@ -103,28 +103,43 @@ class WindowAttentionWithBias(torch.autograd.Function):
     dS = P * (dO V^T - rowsum(P * dO V^T)), dQ = dS K / sqrt(d),
     dK = dS^T Q / sqrt(d), dbias = dS summed over the broadcast dimensions.
 
+    Mixed precision: everything is computed in the dtype of ``q`` (half
+    precision under ``torch.autocast``; the softmax accumulates in float32
+    inside torch's kernel), with autocast off inside, so forward and backward
+    see the same dtypes; CUDA autocast would otherwise run the softmax in
+    float32 and leave the backward's matrix products with mixed operands.
+    ``bias`` (the float32 table) is cast to that dtype, and its gradient is
+    summed in float32 (at least) and returned in ``bias``'s dtype.
+
     Shapes:
         q, k: (N, heads, L, d); v: (N, heads, L, dv); bias: (1, heads, L, L);
-        output: (N, heads, L, dv).
+        output: (N, heads, L, dv), dtype of ``q``.
     """
 
     @staticmethod
     def forward(ctx, q, k, v, bias):
-        scale = q.shape[-1]**-0.5
-        attn = torch.matmul(q, k.transpose(-2, -1)).mul_(scale).add_(bias).softmax(-1)
-        ctx.save_for_backward(q, k, v, attn)
-        return torch.matmul(attn, v)
+        ctx.bias_dtype = bias.dtype
+        with torch.autocast(q.device.type, enabled=False):
+            scale = q.shape[-1]**-0.5
+            attn = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)
+            attn = attn.add_(bias.to(q.dtype)).softmax(-1)
+            ctx.save_for_backward(q, k, v, attn)
+            return torch.matmul(attn, v)
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, attn = ctx.saved_tensors
         scale = q.shape[-1]**-0.5
+        grad_out = grad_out.to(attn.dtype)
         grad_v = torch.matmul(attn.transpose(-2, -1), grad_out)
         grad_attn = torch.matmul(grad_out, v.transpose(-2, -1))
         grad_s = torch._softmax_backward_data(grad_attn, attn, -1, attn.dtype)
         grad_q = torch.matmul(grad_s, k).mul_(scale)
         grad_k = torch.matmul(grad_s.transpose(-2, -1), q).mul_(scale)
-        grad_bias = grad_s.sum(0, keepdim=True) if ctx.needs_input_grad[3] else None
+        grad_bias = None
+        if ctx.needs_input_grad[3]:
+            total = torch.promote_types(grad_s.dtype, torch.float32)  # half: sum in float32
+            grad_bias = grad_s.sum(0, keepdim=True, dtype=total).to(ctx.bias_dtype)
         return grad_q, grad_k, grad_v, grad_bias
 
 
