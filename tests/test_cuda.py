@@ -156,26 +156,28 @@ class _FunctionalWith:
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, None])
 @pytest.mark.parametrize('size', [(224, 224), (800, 1216)])
 def test_attentions_run_on_fused_kernels(dtype, size):
+    """Each stage-1 attention call, replayed under the same autocast with one
+    fused backend allowed at a time, is accepted by at least one of them."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     model = LightViT(arch='tiny').cuda().eval()
     x = torch.randn(2, 3, *size, device='cuda')
     fused = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
              SDPBackend.CUDNN_ATTENTION]
-    report = {}
-    for name, q, k, v, mask in _attention_calls(model, x, dtype)[:3]:  # stage 1
-        accepted = []
+    autocast = torch.autocast('cuda', dtype=dtype or torch.float32, enabled=dtype is not None)
+    accepted = {}
+    print(f'\nSDPA, autocast {dtype}, input {size}, stage 1:')
+    for name, q, k, v, mask in _attention_calls(model, x, dtype)[:3]:
+        accepted[name] = []
         for backend in fused:
             try:
-                with sdpa_kernel([backend]), torch.inference_mode():
+                with sdpa_kernel([backend]), torch.inference_mode(), autocast:
                     F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-                accepted.append(backend.name)
+                accepted[name].append(backend.name)
             except RuntimeError:
                 pass
-        report[name] = (tuple(q.shape), str(q.dtype), None if mask is None else
-                        (tuple(mask.shape), str(mask.dtype)), accepted,
-                        _default_kernels(q, k, v, mask))
-    print(f'\nSDPA, autocast {dtype}, input {size}, stage 1:')
-    for name, (shape, qdtype, mask, accepted, kernels) in report.items():
-        print(f'  {name}: q {shape} {qdtype}, mask {mask}: fused backends {accepted}; '
-              f'default runs {kernels}')
-    assert all(accepted for *_, accepted in report.values())
+        with autocast:
+            kernels = _default_kernels(q, k, v, mask)
+        masked = 'no mask' if mask is None else f'mask {tuple(mask.shape)} {mask.dtype}'
+        print(f'  {name}: q {tuple(q.shape)} {q.dtype}, {masked}: fused backends '
+              f'{accepted[name]}; by default runs {kernels}')
+    assert all(accepted.values()), accepted

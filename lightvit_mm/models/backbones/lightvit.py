@@ -213,14 +213,16 @@ class LightViTAttention(BaseModule):
         self.register_buffer('position_bias', bias)
 
     def _position_bias(self) -> torch.Tensor:
-        """Relative position bias of shape (1, heads, ws^2, ws^2): 4-D, as torch's
-        fused CPU attention kernel takes it (a 3-D mask falls back to the
-        unfused path, about half as fast)."""
+        """Relative position bias of shape (1, heads, ws^2, ws^2), contiguous:
+        4-D, as torch's fused CPU attention kernel takes it (a 3-D mask falls
+        back to the unfused path, about half as fast), and with unit stride
+        in the last dimension, which every fused CUDA kernel requires (a
+        permuted view sends the window attention to the unfused math path)."""
         if hasattr(self, 'position_bias'):  # after switch_to_deploy
             return self.position_bias
         area = self.window_size**2
         bias = self.relative_position_bias_table[self.relative_position_index]
-        return bias.view(area, area, -1).permute(2, 0, 1).unsqueeze(0)
+        return bias.view(area, area, -1).permute(2, 0, 1).unsqueeze(0).contiguous()
 
     def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         B, _, C = x.shape
