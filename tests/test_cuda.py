@@ -37,10 +37,8 @@ def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture
 def no_tf32():
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    with load_tool('tools/analysis/benchmark.py').exact_fp32():
+        yield
 
 
 @pytest.mark.parametrize('case', ['det', 'det_even'])
