@@ -25,6 +25,7 @@ from conftest import REPO, tiny_digits_options
 pytestmark = pytest.mark.slow
 
 MIM_CONFIG = 'mask-rcnn_lightvit-t_lightvit-fpn_digits.py'
+VENV_GB = 6  # the fresh venv measured 5.8 GB (torch 2.14.1, Python 3.11)
 TIMES = {}
 
 
@@ -76,14 +77,23 @@ def venv(dist, tmp_path_factory):
     if mmcv is None:
         pytest.skip('no cached mmcv 2.1.0 wheel for this torch: run tools/setup_env.sh')
     root = tmp_path_factory.mktemp('venv')
-    run([sys.executable, '-m', 'venv', str(root)], cwd=str(root), stage='python -m venv')
-    pip = [str(root / 'bin' / 'python'), '-m', 'pip', 'install', '--disable-pip-version-check']
-    run(pip + [f'torch=={torch.__version__.split("+")[0]}', mmcv], cwd=str(root),
-        stage='pip install torch + the cached mmcv wheel')
-    log = run(pip + [f'{dist[1]}[mmdet]', 'openmim'], cwd=str(root),
-              stage='pip install lightvit-mm[mmdet] + openmim')
-    yield root, log
-    shutil.rmtree(root)  # about 5 GB (torch with its CUDA libraries)
+    free_gb = shutil.disk_usage(root).free / 2**30
+    if free_gb < VENV_GB + 2:
+        pytest.fail(f'the fresh venv needs about {VENV_GB} GB (torch with its CUDA '
+                    f'libraries) and {root} has {free_gb:.1f} GB free')
+    try:
+        run([sys.executable, '-m', 'venv', str(root)], cwd=str(root), stage='python -m venv')
+        pip = [str(root / 'bin' / 'python'), '-m', 'pip', 'install',
+               '--disable-pip-version-check', '--no-cache-dir']
+        run(pip + [f'torch=={torch.__version__.split("+")[0]}', mmcv], cwd=str(root),
+            stage='pip install torch + the cached mmcv wheel')
+        log = run(pip + [f'{dist[1]}[mmdet]', 'openmim'], cwd=str(root),
+                  stage='pip install lightvit-mm[mmdet] + openmim')
+        yield root, log
+    finally:
+        # removed even when an install fails: a half-built venv left behind
+        # fills the disk for every later test
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_wheel_and_sdist_carry_configs_tools_and_model_index(dist):
