@@ -26,21 +26,36 @@ def build_model(cfg):
         return MODELS.build(cfg.model)
 
 
+def _process_wide_instances():
+    """mmengine classes whose instances live for the whole process, by name:
+    the default registry scope and the visualizers (every subclass loaded)."""
+    from mmengine.registry import DefaultScope
+    from mmengine.visualization import Visualizer
+    classes, todo = [DefaultScope], [Visualizer]
+    while todo:
+        cls = todo.pop()
+        classes.append(cls)
+        todo.extend(cls.__subclasses__())
+    return classes
+
+
 @pytest.fixture(autouse=True)
-def _isolated_default_scope():
-    """Every test ends with mmengine's default registry scope it started with.
+def _isolated_mmengine_instances():
+    """Every test ends with mmengine's process-wide instances it started with.
 
     ``init_default_scope('mmseg')`` in one test would otherwise stay the
     current scope, and a later test building from another package's
     registry without a scope of its own (e.g. the model converter's
-    ``mmpretrain`` classifier) would look in mmseg's.
+    ``mmpretrain`` classifier) would look in mmseg's. The stock configs name
+    their visualizer ``'visualizer'``, so a second Runner in this process would
+    get the first one's, writing into that test's work dir (removed once the
+    test passed: ``tmp_path_retention_policy``).
     """
     import copy
-
-    from mmengine.registry import DefaultScope
-    saved = copy.copy(DefaultScope._instance_dict)
+    saved = {cls: copy.copy(cls._instance_dict) for cls in _process_wide_instances()}
     yield
-    DefaultScope._instance_dict = saved
+    for cls in _process_wide_instances():
+        cls._instance_dict = saved.get(cls, type(cls._instance_dict)())
 
 
 @pytest.fixture(scope='session')
