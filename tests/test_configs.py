@@ -56,6 +56,23 @@ def test_config_builds(path):
         assert init['checkpoint'] == CHECKPOINTS.get(arch) == cfg.get('pretrained')
 
 
+@pytest.mark.parametrize('name,from_scratch', [
+    ('mask-rcnn_lightvit-t_lightvit-fpn_digits.py', True),
+    ('mask-rcnn_lightvit-t-digits-pre_lightvit-fpn_digits.py', False)])
+def test_digits_stem_statistics_train_only_from_scratch(name, from_scratch):
+    """From scratch, the stem BatchNorms normalise with batch statistics and
+    learn them; from a pretrained backbone they keep its statistics (COCO's
+    norm_eval=True)."""
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'mmdet', 'digits', name))
+    backbone = build_model(cfg).backbone.train()
+    norms = [m for m in backbone.patch_embed.stem if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [bn.running_mean.clone() for bn in norms]
+    backbone(torch.rand(2, 3, 64, 64))
+    for bn, mean in zip(norms, before):
+        assert bn.training == from_scratch
+        assert (not torch.equal(bn.running_mean, mean)) == from_scratch
+
+
 def test_mask_rcnn_forward_loss_and_predict():
     """One training step and one prediction of Mask R-CNN + LightViT-T on CPU."""
     from mmdet.structures import DetDataSample
