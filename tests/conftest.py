@@ -26,6 +26,17 @@ def build_model(cfg):
         return MODELS.build(cfg.model)
 
 
+def backbone_grads(model, x, forward=None):
+    """One backward pass of ``model`` (called through ``forward`` if given,
+    e.g. its compiled version) on ``x``: its outputs and parameter gradients
+    by name. The loss weights every output element differently (linspace -1
+    to 1): a plain sum has gradients of about 0 through the final LayerNorms."""
+    model.zero_grad()
+    outs = (model if forward is None else forward)(x)
+    sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs).backward()
+    return outs, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
 def _process_wide_instances():
     """mmengine classes whose instances live for the whole process, by name:
     the default registry scope and the visualizers (every subclass loaded)."""

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch._dynamo
 import torch.nn.functional as F
+from conftest import backbone_grads
 
 from lightvit_mm import LightViT
 from lightvit_mm.models.backbones import lightvit as lightvit_module
@@ -84,13 +85,6 @@ def test_window_attention_function_in_half_precision(monkeypatch):
         assert relative_error(ours.double(), reference.double()) < 2e-2
 
 
-def _backbone_grads(model, x):
-    model.zero_grad()
-    outs = model(x)
-    sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs).backward()
-    return outs, {n: p.grad.clone() for n, p in model.named_parameters()}
-
-
 def test_training_path_matches_official(official_vectors, mini_arch, monkeypatch):
     model = LightViT(arch=mini_arch, window_size=official_vectors['arch']['window_size'],
                      drop_path_rate=0.)
@@ -103,10 +97,10 @@ def test_training_path_matches_official(official_vectors, mini_arch, monkeypatch
             assert out.requires_grad
             torch.testing.assert_close(out.detach(), ref, atol=1e-5, rtol=0)
     model.train()
-    outs, grads = _backbone_grads(model, x)
+    outs, grads = backbone_grads(model, x)
     # The same step with the official formula in place of the custom function.
     monkeypatch.setattr(lightvit_module.WindowAttentionWithBias, 'apply', official_formula)
-    ref_outs, ref_grads = _backbone_grads(model, x)
+    ref_outs, ref_grads = backbone_grads(model, x)
     for out, ref in zip(outs, ref_outs):
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
     assert grads.keys() == ref_grads.keys()

@@ -16,7 +16,7 @@ import sys
 import pytest
 import torch
 import torch._dynamo
-from conftest import REPO
+from conftest import REPO, backbone_grads
 
 from lightvit_mm import LightViT
 
@@ -153,11 +153,8 @@ def test_compiled_training_step_gives_eager_gradients():
     model = LightViT(arch='tiny', drop_path_rate=0.).train()
     model.init_weights()
     x = torch.randn(2, 3, 64, 96)
-    grads = []
-    for run in (model, torch.compile(model, backend='aot_eager', fullgraph=True)):
-        model.zero_grad()
-        outs = run(x)
-        sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs).backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
-    for name, grad in grads[0].items():
-        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    _, eager = backbone_grads(model, x)
+    _, compiled = backbone_grads(
+        model, x, forward=torch.compile(model, backend='aot_eager', fullgraph=True))
+    for name, grad in eager.items():
+        torch.testing.assert_close(compiled[name], grad, rtol=1e-4, atol=1e-6, msg=name)
