@@ -518,6 +518,14 @@ def check_same_outputs(reference: nn.Module, ours: nn.Module, inputs: torch.Tens
     print(f'  {name}: outputs equal ours within {diff:.1e}', file=sys.stderr)
 
 
+def _measured(cell: Callable[[], str]) -> str:
+    """``cell()``, or 'failed (error)' where that measurement raises."""
+    try:
+        return cell()
+    except Exception as error:
+        return f'failed ({type(error).__name__})'
+
+
 def table(benches: List[Bench], args, peak: GemmPeak) -> str:
     """Markdown table of the timed rows. Where a group of rows (those sharing
     a ``base`` row) has an official-code row, every row of the group also gets
@@ -552,9 +560,9 @@ def table(benches: List[Bench], args, peak: GemmPeak) -> str:
                             if b.flop else '-'))
         row.append(per_mode(b, lambda b, m: f'{b.spread(m):.0f}'))
         if 'train' in modes:
-            row.append(f'{b.activation_mb():.0f}' if b.train else '-')
+            row.append(_measured(lambda: f'{b.activation_mb():.0f}') if b.train else '-')
         if args.device.type == 'cuda':
-            row.append(per_mode(b, lambda b, m: f'{b.peak_mb(m):.0f}'))
+            row.append(per_mode(b, lambda b, m: _measured(lambda: f'{b.peak_mb(m):.0f}')))
         lines.append('| ' + ' | '.join(row) + ' |')
     lines.append('\n' + ', '.join(
         f'{m}: {peak.gflops(m):.0f} GFLOP/s (spread {peak.spread(m):.0f}%)' for m in modes)

@@ -461,7 +461,9 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> List[dict]:
-    """Run the phases; returns one dict(name, status, seconds, file) per phase."""
+    """Run the phases; returns one dict(name, status, seconds, file) per phase.
+    ``summary.md`` is rewritten after each phase, so a run stopped from
+    outside still leaves one for the phases done."""
     args = parse_args(argv)
     if args.device.type == 'cpu':  # a smoke test measures nothing: one thread does not
         torch.set_num_threads(1)   # stall on busy cores (two threads were 40x slower here)
@@ -470,7 +472,18 @@ def main(argv=None) -> List[dict]:
     for name in {p.file for p in phases}:
         with open(osp.join(args.out, name), 'w'):
             pass
+    header = ['# LightViT GPU check', ''] + environment(args)
+    print('\n'.join(header), file=sys.stderr)
     report = []
+
+    def write_summary():
+        summary = (header + ['', '| phase | status | seconds | file |', '| --- | --- | --- | --- |']
+                   + [f'| {r["name"]} | {r["status"]} | {r["seconds"]:.0f} | {r["file"]} |'
+                      for r in report]
+                   + ['', f'total {elapsed():.0f} s (budget {args.budget:g} s)'])
+        with open(osp.join(args.out, 'summary.md'), 'w') as f:
+            f.write('\n'.join(summary) + '\n')
+        return summary
     for phase in phases:
         left = args.budget - elapsed()
         if phase.seconds > left:
@@ -492,18 +505,12 @@ def main(argv=None) -> List[dict]:
         with open(osp.join(args.out, phase.file), 'a') as f:
             f.write(f'## {phase.name} ({seconds:.0f} s)\n\n{text}\n\n')
         report.append(dict(name=phase.name, status=status, seconds=seconds, file=phase.file))
+        write_summary()
         gc.collect()
         if args.device.type == 'cuda':
             torch.cuda.empty_cache()
         torch._dynamo.reset()
-    summary = (['# LightViT GPU check', ''] + environment(args)
-               + ['', '| phase | status | seconds | file |', '| --- | --- | --- | --- |']
-               + [f'| {r["name"]} | {r["status"]} | {r["seconds"]:.0f} | {r["file"]} |'
-                  for r in report]
-               + ['', f'total {elapsed():.0f} s (budget {args.budget:g} s)'])
-    with open(osp.join(args.out, 'summary.md'), 'w') as f:
-        f.write('\n'.join(summary) + '\n')
-    print('\n'.join(summary))
+    print('\n'.join(write_summary()))
     return report
 
 
