@@ -265,7 +265,8 @@ def sdpa_reproducer(device: torch.device, windows: int) -> str:
         for label, backend in backends + [('default, again', None)]:
             kernel = sdpa_kernel([backend]) if backend else contextlib.nullcontext()
             try:
-                with kernel, attention_kernels(device) as kernels:
+                profile = device.type == 'cuda' and backend is None  # the default's kernels
+                with kernel, attention_kernels(profile) as kernels:
                     got = run(torch.float32, layout, fused_attention)
                 cells = [f'{relative_l2(g, r):.1e}' for g, r in zip(got, ref)]
                 cells.append(', '.join(kernels) or '-')
@@ -276,11 +277,11 @@ def sdpa_reproducer(device: torch.device, windows: int) -> str:
 
 
 @contextlib.contextmanager
-def attention_kernels(device: torch.device):
+def attention_kernels(enabled: bool):
     """The names (60 characters) of the attention CUDA kernels run while
-    the context lasts, filled in on leaving; always empty on CPU."""
+    the context lasts, filled in on leaving; left empty unless ``enabled``."""
     names: List[str] = []
-    if device.type != 'cuda':
+    if not enabled:
         yield names
         return
     from torch.profiler import ProfilerActivity, profile
