@@ -81,7 +81,7 @@ setup(
         'mmpretrain': ['mmpretrain>=1.2.0,<1.3.0'],
         'tests': [
             'pytest', 'ruff>=0.17,<0.18', 'build', 'scikit-learn', 'pycocotools', 'onnx',
-            'onnxruntime', 'pyyaml'
+            'onnxruntime', 'pyyaml', 'timm>=1.0'  # timm: the benchmark's peers (gpu_check)
         ],
     },
     license='Apache-2.0',

@@ -13,6 +13,9 @@ official code on the GPU. docs/gpu.md gives the figures of a run on an H100.
 - SDPA: none of the three attentions falls back to PyTorch's unfused math
   path in half precision or fp32: a fused kernel accepts each of them,
   position-bias mask included.
+- Training gradients (with ``LIGHTVIT_OFFICIAL``): ours and the official
+  code's, fp32, each within 1e-3 relative L2 of float64 autograd through the
+  plain attention formula on the GPU, and of each other.
 """
 import os
 
@@ -75,6 +78,30 @@ def test_matches_official_code_on_cuda(arch, size, no_tf32):
     print(f'\nLightViT-{arch} vs official code, CUDA fp32, {size}: max abs difference '
           f'{diff:.1e}')
     assert diff < 1e-4
+
+
+@pytest.mark.skipif(not os.environ.get('LIGHTVIT_OFFICIAL'),
+                    reason='LIGHTVIT_OFFICIAL (a clone of hunto/LightViT) not set')
+def test_training_gradients_match_official_code_on_cuda(no_tf32):
+    # One training step of LightViT-T (batch 8, 224x224, drop path off): our
+    # fp32 gradients and the official code's, each against autograd through
+    # the plain attention formula in float64 on the GPU, and against each other.
+    gpu_check = load_tool('tools/analysis/gpu_check.py')
+    results = gpu_check.training_gradients(torch.device('cuda'), 8, 224,
+                                           os.environ['LIGHTVIT_OFFICIAL'])
+    ref = results['float64 reference']['grads']
+    worst = {}
+    for name in ('ours', 'official code'):
+        rows = gpu_check.compare_grads(results[name]['grads'], ref)
+        worst[name] = max(rows, key=lambda r: r['worst_rel_l2'])
+        print(f'\n{name}, CUDA fp32: worst parameter {worst[name]["worst"]}, relative L2 '
+              f'{worst[name]["worst_rel_l2"]:.1e} to float64')
+    ours, official = results['ours']['grads'], results['official code']['grads']
+    assert ours.keys() == official.keys() == ref.keys()
+    between = max(relative_l2(ours[n], official[n]) for n in ref)
+    print(f'ours vs official code, CUDA fp32: worst relative L2 {between:.1e}')
+    assert all(w['worst_rel_l2'] < gpu_check.FP32_TOLERANCE for w in worst.values())
+    assert between < gpu_check.FP32_TOLERANCE
 
 
 def _training_step(model, x, dtype=None):

@@ -10,17 +10,26 @@ rounds, and every LightViT row gets its achieved GFLOP/s and their percentage
 of that peak (its forward FLOP, 2 x multiply-adds with the attention
 products, x images/s; x3 for a training step). Printed as Markdown tables:
 
-1. LightViT-T's paths at 224x224 (inference and training step) and at
-   512x512, batch 1 (inference): eager, ``switch_to_deploy()``, and with
-   ``--compile`` ``torch.compile`` (default inductor) and deploy mode compiled
-   with inductor's freezing (inference only); the first call's time
-   (compilation included) is printed under the table.
-2. Backbones at 224x224: inference and training-step (forward + backward)
-   throughput in images/s, LightViT-T's speed-up over each model, parameters,
+1. LightViT-T's paths at 224x224 (``--size``; inference and training step) and at
+   512x512, batch 1 (inference; ``--single-image 0`` leaves it out): eager,
+   ``switch_to_deploy()``, with ``--compile [MODE ...]`` ``torch.compile``
+   in each inductor mode given (``default``, ``max-autotune-no-cudagraphs``,
+   ``reduce-overhead``: CUDA graphs) and, for ``default``, deploy mode
+   compiled with inductor's freezing (inference only), and with
+   ``--cuda-graph`` the eager model replayed as CUDA graphs (no compiler);
+   the first call's time (compilation or graph capture included) is printed
+   under the table.
+2. Backbones at 224x224 (``--size``): inference and training-step (forward +
+   backward) throughput in images/s, LightViT-T's speed-up over each model, parameters,
    activation memory kept for backward (MB), and on a GPU the peak memory.
    Peers come from the installed packages: PVTv2-B0/B1/B2 (mmdet),
    MobileViT-XS/S, EfficientFormer-L1, Swin-T, DeiT-S, ResNet-50 and
-   RegNetX-800MF (mmpretrain). Also LightViT-T with ``with_cp=True``.
+   RegNetX-800MF (mmpretrain), or from timm (``PVTv2-B0 (timm)``,
+   ``MobileViT-XS (timm)``, ``Swin-T (timm)``: ``forward_features``, no
+   OpenMMLab package needed). Also LightViT-T with ``with_cp=True``, with
+   ``--official`` the official code's LightViT-T/S/B beside ours, and under
+   the table the paper's V100 inference ratios (LightViT-T over PVTv2-B0 and
+   MobileViT-XS, LightViT-B over Swin-T) beside the same ratios measured here.
 3. Dense prediction: the Mask R-CNN backbone + neck at 800x1333 and UPerNet
    (backbone + decode head) at 512x512, LightViT-T, inference on one image,
    training step on two (UPerNet's pooling module has BatchNorm).
@@ -39,6 +48,8 @@ Examples:
     python tools/analysis/benchmark.py --quick                 # CPU, < 10 min on 2 cores
     python tools/analysis/benchmark.py --official ../LightViT --ref HEAD~3
     python tools/analysis/benchmark.py --device cuda --amp bf16 --compile
+    python tools/analysis/benchmark.py --device cuda --amp fp16 --tables lightvit \
+        --single-image 0 --compile default reduce-overhead --compile-train --cuda-graph
 """
 import argparse
 import contextlib
@@ -86,6 +97,17 @@ PEERS = {  # name -> (package whose MODELS builds it, config); last stage out
     'ResNet-50': ('mmpretrain', dict(type='ResNet', depth=50)),
     'RegNetX-800MF': ('mmpretrain', dict(type='RegNet', arch='regnetx_800mf')),
 }
+TIMM_PEERS = {  # name -> (timm model, its input-size argument if it has one); timm's
+    'PVTv2-B0 (timm)': ('pvt_v2_b0', None),  # forward_features: last stage after its norm
+    'MobileViT-XS (timm)': ('mobilevit_xs', None),
+    'Swin-T (timm)': ('swin_tiny_patch4_window7_224', 'img_size'),
+}
+PAPER_V100 = {  # (faster, slower): their img/s in the paper's table (V100, inference)
+    ('LightViT-T', 'PVTv2-B0'): (2578, 2324),
+    ('LightViT-T', 'MobileViT-XS'): (2578, 1581),
+    ('LightViT-B', 'Swin-T'): (827, 765),
+}
+ALL_MODELS = [n for n in LIGHTVIT_ARCHS if n != BASE] + list(PEERS) + list(TIMM_PEERS)
 DENSE = {  # name -> (config, input (H, W), the parts after the backbone)
     'Mask R-CNN backbone+neck': ('configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py',
                                  (800, 1333), ('neck', )),
@@ -94,13 +116,30 @@ DENSE = {  # name -> (config, input (H, W), the parts after the backbone)
 }
 
 
-def build_peer(name: str) -> nn.Module:
-    """Build a backbone of :data:`PEERS` or :data:`LIGHTVIT_ARCHS`."""
+class TimmFeatures(nn.Module):
+    """A timm classifier as a backbone: its ``forward_features``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def build_peer(name: str, size: int = 224) -> nn.Module:
+    """Build a backbone of :data:`PEERS`, :data:`TIMM_PEERS` or
+    :data:`LIGHTVIT_ARCHS` (ours needs no OpenMMLab package but mmengine and
+    mmcv; the peers need theirs), for ``size`` x ``size`` inputs where the
+    model is built for one size (timm's Swin)."""
     if name in LIGHTVIT_ARCHS:
-        package, cfg = 'mmpretrain', dict(type='LightViT', arch=LIGHTVIT_ARCHS[name],
-                                          out_indices=(2, ))
-    else:
-        package, cfg = PEERS[name]
+        return lightvit_mm.LightViT(arch=LIGHTVIT_ARCHS[name], out_indices=(2, ))
+    if name in TIMM_PEERS:
+        import timm
+        model, size_argument = TIMM_PEERS[name]
+        options = {size_argument: size} if size_argument else {}
+        return TimmFeatures(timm.create_model(model, **options))
+    package, cfg = PEERS[name]
     return importlib.import_module(f'{package}.registry').MODELS.build(cfg)
 
 
@@ -221,16 +260,20 @@ class Bench:
 
     def __init__(self, name: str, model: nn.Module, inputs: torch.Tensor, args,
                  infer: bool = True, train: bool = True, base: Optional['Bench'] = None,
-                 train_inputs: Optional[torch.Tensor] = None, flop: Optional[float] = None):
+                 train_inputs: Optional[torch.Tensor] = None, flop: Optional[float] = None,
+                 group=None):
         self.name, self.model, self.inputs = name, model.to(args.device), inputs
         self.flop = flop  # forward FLOP per image (2 x multiply-adds), None: not counted
         self.first: Dict[str, float] = {}  # seconds of the first timing (compilation)
         self.train_inputs = inputs if train_inputs is None else train_inputs
         self.base = base or self  # the row the speed-up column compares with
+        # rows of one group are divided by the group's official-code row, if any
+        self.group = id(self.base) if group is None else group
         self.device, self.amp = args.device, args.amp
         self.infer, self.train = infer, train
         self.params = sum(p.numel() for p in model.parameters())
         self.times: Dict[str, List[float]] = {'infer': [], 'train': []}
+        self.errors: Dict[str, str] = {}  # mode -> why its run failed (see measure)
 
     def autocast(self):
         if self.amp == 'fp32':
@@ -309,6 +352,61 @@ class Bench:
         return (torch.cuda.max_memory_allocated() - before) / 2**20
 
 
+class CudaGraphed(nn.Module):
+    """``model`` replayed as CUDA graphs, no compiler: the inference forward
+    (``torch.cuda.CUDAGraph``) and the training forward + backward
+    (``torch.cuda.make_graphed_callables``) are each captured at the first
+    call in that mode, for that call's input shape, dtype and autocast, and
+    replayed after (the input is copied into the captured one). What the
+    graphs cure is the host's time launching many small kernels.
+
+    Raises:
+        ValueError: a later call with another input shape than the captured one.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self._graphs = {}  # training mode -> (input, callable returning the outputs)
+
+    def _capture(self, x: torch.Tensor):
+        autocast = torch.get_autocast_dtype('cuda') if torch.is_autocast_enabled('cuda') \
+            else None
+        static_x = x.clone()
+        # autocast's weight cache cannot outlive a capture: cache_enabled=False
+        cast = torch.autocast('cuda', dtype=autocast or torch.float32,
+                              enabled=autocast is not None, cache_enabled=False)
+        if self.training:
+            with cast:
+                graphed = torch.cuda.make_graphed_callables(self.model, (static_x, ),
+                                                            allow_unused_input=True)
+            return static_x, lambda: graphed(static_x)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), cast:  # warm-up off the capture stream
+            for _ in range(3):
+                self.model(static_x)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), cast:
+            static_out = self.model(static_x)
+
+        def replay():
+            graph.replay()
+            return static_out
+        return static_x, replay
+
+    def forward(self, x: torch.Tensor):
+        if self.training not in self._graphs:
+            self._graphs[self.training] = self._capture(x)
+        static_x, run = self._graphs[self.training]
+        if static_x.shape != x.shape:
+            raise ValueError(f'CudaGraphed: captured for input {tuple(static_x.shape)}, got '
+                             f'{tuple(x.shape)}; capture another one for that shape')
+        static_x.copy_(x)
+        return run()
+
+
 class GemmPeak(Bench):
     """The machine's fp32 matrix-product rate, timed as one more row of the
     interleaved rounds (so it sees the same load as the models): ``iters``
@@ -319,7 +417,7 @@ class GemmPeak(Bench):
         self.infer = self.train = True
         self.a, self.b, self.c = (torch.randn(size, size, device=args.device) for _ in range(3))
         self.times = {'infer': [], 'train': []}
-        self.first = {}
+        self.first, self.errors = {}, {}
 
     def run(self, mode: str):
         torch.mm(self.a, self.b, out=self.c)
@@ -333,14 +431,22 @@ def measure(benches: List[Bench], args):
     used: training allocations do not disturb the inference runs): warm-up
     rounds, then ``args.repeats`` timed. Each round starts one model later
     (round r runs ``benches[r:] + benches[:r]``), so no model always runs
-    right after the same other one."""
+    right after the same other one. A row whose run raises loses that mode
+    (its error is kept in ``errors`` and printed under the table); the other
+    rows are timed on."""
     rounds = args.warmup + args.repeats
     for mode in ('infer', 'train'):
         for round_index in range(rounds):
             shift = round_index % len(benches)
             for bench in benches[shift:] + benches[:shift]:
                 if getattr(bench, mode):
-                    bench.time(mode, args.iters)
+                    try:
+                        bench.time(mode, args.iters)
+                    except Exception as error:  # the row loses this mode, the others go on
+                        bench.errors[mode] = f'{type(error).__name__}: {error}'.splitlines()[0]
+                        setattr(bench, mode, False)
+                        print(f'  {bench.name}, {mode}: {bench.errors[mode]}', file=sys.stderr)
+                        continue
                     if round_index < args.warmup:
                         bench.times[mode].clear()
             print(f'  {mode} round {round_index + 1}/{rounds} done', file=sys.stderr)
@@ -357,6 +463,19 @@ def exact_fp32():
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def weighted_grads(model: nn.Module, inputs: torch.Tensor):
+    """One backward pass of ``model``'s outputs, each element weighted
+    differently (``linspace(-1, 1)``; a plain sum has gradients of about 0
+    through final LayerNorms): (outputs, detached, and the gradients of the
+    parameters that got one, by name). ``model``'s gradients are reset first."""
+    model.zero_grad(set_to_none=True)
+    outs = flat_outputs(model(inputs))
+    sum((o * torch.linspace(-1, 1, o.numel(), device=o.device, dtype=o.dtype).view_as(o)).sum()
+        for o in outs).backward()
+    return [o.detach() for o in outs], {n: p.grad for n, p in model.named_parameters()
+                                        if p.grad is not None}
 
 
 def check_same_gradients(reference: nn.Module, ours: nn.Module, inputs: torch.Tensor,
@@ -376,12 +495,7 @@ def check_same_gradients(reference: nn.Module, ours: nn.Module, inputs: torch.Te
         for module in model.modules():
             if hasattr(module, 'drop_prob'):
                 module.drop_prob = 0.
-        model.train()
-        outs = flat_outputs(model(inputs.double()))
-        weights = [torch.linspace(-1, 1, o.numel(), device=o.device, dtype=o.dtype).view_as(o)
-                   for o in outs]
-        sum((o * w).sum() for o, w in zip(outs, weights)).backward()
-        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+        grads.append(weighted_grads(model.train(), inputs.double())[1])
     errors = {n: ((grads[0][n] - g).abs().max() / g.abs().max().clamp_min(1e-30)).item()
               for n, g in grads[1].items()}
     worst = max(errors, key=errors.get)
@@ -404,11 +518,19 @@ def check_same_outputs(reference: nn.Module, ours: nn.Module, inputs: torch.Tens
     print(f'  {name}: outputs equal ours within {diff:.1e}', file=sys.stderr)
 
 
+def _measured(cell: Callable[[], str]) -> str:
+    """``cell()``, or 'failed (error)' where that measurement raises."""
+    try:
+        return cell()
+    except Exception as error:
+        return f'failed ({type(error).__name__})'
+
+
 def table(benches: List[Bench], args, peak: GemmPeak) -> str:
     """Markdown table of the timed rows. Where a group of rows (those sharing
     a ``base`` row) has an official-code row, every row of the group also gets
     its speed divided by that row's."""
-    officials = {id(b.base): b for b in benches if OFFICIAL in b.name}
+    officials = {b.group: b for b in benches if OFFICIAL in b.name}
     modes = [m for m in ('infer', 'train') if any(getattr(b, m) for b in benches)]
     cols = ['model', 'params (M)'] + [f'{m} (img/s)' for m in modes]
     cols += [f'{BASE} speed-up ' + ' / '.join(modes)]
@@ -429,7 +551,7 @@ def table(benches: List[Bench], args, peak: GemmPeak) -> str:
         row += [f'{b.throughput(m):.3g}' if getattr(b, m) else '-' for m in modes]
         row.append(per_mode(b, lambda b, m: f'{b.base.throughput(m) / b.throughput(m):.2f}x'
                             if getattr(b.base, m) else '-'))
-        versus = officials.get(id(b.base))
+        versus = officials.get(b.group)
         if officials:
             row.append(per_mode(b, lambda b, m: f'{b.throughput(m) / versus.throughput(m):.2f}x'
                                 if versus is not None and getattr(versus, m) else '-'))
@@ -438,18 +560,20 @@ def table(benches: List[Bench], args, peak: GemmPeak) -> str:
                             if b.flop else '-'))
         row.append(per_mode(b, lambda b, m: f'{b.spread(m):.0f}'))
         if 'train' in modes:
-            row.append(f'{b.activation_mb():.0f}' if b.train else '-')
+            row.append(_measured(lambda: f'{b.activation_mb():.0f}') if b.train else '-')
         if args.device.type == 'cuda':
-            row.append(per_mode(b, lambda b, m: f'{b.peak_mb(m):.0f}'))
+            row.append(per_mode(b, lambda b, m: _measured(lambda: f'{b.peak_mb(m):.0f}')))
         lines.append('| ' + ' | '.join(row) + ' |')
     lines.append('\n' + ', '.join(
         f'{m}: {peak.gflops(m):.0f} GFLOP/s (spread {peak.spread(m):.0f}%)' for m in modes)
         + f' = {peak.name} peak measured in the same rounds')
-    compiled = [b for b in benches if b.first and 'compile' in b.name]
-    for b in compiled:
-        lines.append(f'{b.name}: first call {b.first.get("infer", 0):.0f} s (infer)'
-                     + (f', {b.first["train"]:.0f} s (train)' if 'train' in b.first else '')
-                     + ', compilation included')
+    for b in benches:
+        for mode, error in b.errors.items():
+            lines.append(f'{b.name}: {mode} FAILED ({error})')
+        if b.first and ('compile' in b.name or 'CUDA graph' in b.name):
+            lines.append(f'{b.name}: first timing ({args.iters} iteration(s)) '
+                         + ', '.join(f'{b.first[m]:.1f} s ({m})' for m in modes if m in b.first)
+                         + ', compilation or graph capture included')
     return '\n'.join(lines)
 
 
@@ -489,14 +613,26 @@ def lightvit_benches(args, references, size: int, batch: int, train: bool) -> Li
     check_same_outputs(deployed, ours, x, f'{BASE} (deploy)')
     benches.append(Bench(f'{BASE} (deploy)', deployed, x, args, train=False, base=base,
                          flop=flop))
-    if args.compile:
-        benches.append(Bench(f'{BASE} (torch.compile)', torch.compile(copy.deepcopy(ours)), x, args,
+    for mode in args.compile or []:
+        if args.compile_backend == 'inductor':
+            name = f'{BASE} (torch.compile' + ('' if mode == 'default' else f' {mode}') + ')'
+            options = dict(mode=mode)
+        else:  # modes are inductor's: other backends get one row
+            name, options = f'{BASE} (torch.compile, {args.compile_backend})', {}
+            if mode != args.compile[0]:
+                continue
+        benches.append(Bench(name, torch.compile(copy.deepcopy(ours), backend=args.compile_backend,
+                                                 **options), x, args,
                              train=train and args.compile_train, base=base, flop=flop))
-        deployed = copy.deepcopy(ours)
-        deployed.switch_to_deploy()
-        benches.append(Bench(f'{BASE} (deploy, torch.compile freezing)',
-                             torch.compile(deployed, options={'freezing': True}), x, args,
-                             train=False, base=base, flop=flop))
+        if mode == 'default' and args.compile_backend == 'inductor':
+            deployed = copy.deepcopy(ours)
+            deployed.switch_to_deploy()
+            benches.append(Bench(f'{BASE} (deploy, torch.compile freezing)',
+                                 torch.compile(deployed, options={'freezing': True}), x, args,
+                                 train=False, base=base, flop=flop))
+    if args.cuda_graph:
+        benches.append(Bench(f'{BASE} (CUDA graphs)', CudaGraphed(copy.deepcopy(ours)), x, args,
+                             train=train, base=base, flop=flop))
     for name, build in references.items():
         model = build(ours).to(args.device)
         check_same_outputs(model, ours, x, name)
@@ -506,26 +642,58 @@ def lightvit_benches(args, references, size: int, batch: int, train: bool) -> Li
     return benches
 
 
-def backbone_benches(args) -> List[Bench]:
+def backbone_benches(args, references) -> List[Bench]:
+    """LightViT-T (also with ``with_cp``), the other LightViT sizes and the
+    peers of ``args.models``; with ``--official`` each LightViT size also
+    built from the official code (same weights, outputs checked)."""
     torch.manual_seed(0)
-    x = torch.randn(args.batch_size, 3, 224, 224, device=args.device)
-    ours = build_peer(BASE).to(args.device)
-    flop = forward_flop(ours, (3, 224, 224))
-    base = Bench(BASE, ours, x, args, flop=flop)
-    benches = [base]
-    cp_model = copy.deepcopy(ours)
-    for module in cp_model.modules():
-        if hasattr(module, 'with_cp'):
-            module.with_cp = True
-    benches.append(Bench(f'{BASE} (with_cp)', cp_model, x, args, infer=False, base=base,
-                         flop=flop))
-    names = [n for n in LIGHTVIT_ARCHS if n != BASE] + list(PEERS)
-    for name in names:
-        if name in args.models:
-            model = build_peer(name).to(args.device)
-            flop = forward_flop(model, (3, 224, 224)) if name in LIGHTVIT_ARCHS else None
-            benches.append(Bench(name, model, x, args, base=base, flop=flop))
+    size = args.size
+    x = torch.randn(args.batch_size, 3, size, size, device=args.device)
+    build_official = references.get(f'{BASE} {OFFICIAL}')
+    benches = []
+    for name in [BASE] + [n for n in ALL_MODELS if n in args.models]:
+        model = build_peer(name, size).to(args.device)
+        flop = forward_flop(model, (3, size, size)) if name in LIGHTVIT_ARCHS else None
+        # each size divided by its own official row; the peers by none
+        group = None if name == BASE else name
+        bench = Bench(name, model, x, args, base=benches[0] if benches else None, flop=flop,
+                      group=group)
+        benches.append(bench)
+        if name == BASE:
+            cp_model = copy.deepcopy(model)
+            for module in cp_model.modules():
+                if hasattr(module, 'with_cp'):
+                    module.with_cp = True
+            benches.append(Bench(f'{BASE} (with_cp)', cp_model, x, args, infer=False,
+                                 base=bench, flop=flop))
+        if name in LIGHTVIT_ARCHS and build_official:
+            official = build_official(model).to(args.device)
+            check_same_outputs(official, model, x, f'{name} {OFFICIAL}')
+            benches.append(Bench(f'{name} {OFFICIAL}', official, x, args, base=benches[0],
+                                 flop=flop, group=bench.group))
     return benches
+
+
+def paper_table(benches: List[Bench]) -> str:
+    """The paper's V100 inference ratios (:data:`PAPER_V100`) beside the same
+    ratios of the rows measured here (a peer's row matches with or without a
+    source suffix such as `` (timm)``); '' when no pair was measured."""
+    rows = {}
+    for b in benches:  # the first row of each model: LightViT-T, not LightViT-T (with_cp)
+        if OFFICIAL not in b.name:
+            rows.setdefault(b.name.split(' (')[0], b)
+    lines = []
+    for (fast, slow), (fast_paper, slow_paper) in PAPER_V100.items():
+        if fast in rows and slow in rows:
+            ours, peer = rows[fast], rows[slow]
+            ratio = ' / '.join(f'{ours.throughput(m) / peer.throughput(m):.2f}x'
+                               for m in ('infer', 'train'))
+            lines.append(f'| {ours.name} over {peer.name} | {fast_paper / slow_paper:.2f}x '
+                         f'({fast_paper} / {slow_paper} img/s) | {ratio} |')
+    if not lines:
+        return ''
+    return '\n'.join(['| speed ratio | paper, V100, inference | here, infer / train |',
+                      '| --- | --- | --- |'] + lines)
 
 
 def dense_benches(args, references) -> List[Bench]:
@@ -563,8 +731,9 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, help='untimed rounds first (default 1 quick, 2)')
     parser.add_argument('--iters', type=int, help='iterations per timing (default 1 quick, 3)')
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s)')
-    parser.add_argument('--models', nargs='*', default=[n for n in LIGHTVIT_ARCHS if n != BASE]
-                        + list(PEERS), help='backbones besides LightViT-T (default: all)')
+    parser.add_argument('--models', nargs='*', default=[n for n in ALL_MODELS
+                                                         if n not in TIMM_PEERS],
+                        help='backbones besides LightViT-T (default: all but the timm ones)')
     parser.add_argument('--tables', nargs='+', choices=('lightvit', 'backbones', 'dense'),
                         default=['lightvit', 'backbones', 'dense'],
                         help='lightvit: LightViT-T\'s paths (eager, deploy, compiled) and the '
@@ -574,17 +743,32 @@ def parse_args(argv=None):
                         help='clone of github.com/hunto/LightViT to time its code too')
     parser.add_argument('--ref', action='append', default=[], metavar='GITREF',
                         help='also time lightvit_mm\'s backbone as of this commit (repeatable)')
-    parser.add_argument('--compile', action='store_true',
-                        help='add torch.compile(LightViT-T) rows (default inductor; deploy mode '
-                        'with inductor freezing) and explain its graph breaks')
+    parser.add_argument('--compile', nargs='*', metavar='MODE',
+                        help='add a torch.compile(LightViT-T) row per inductor mode given '
+                        '(none: default; e.g. default max-autotune-no-cudagraphs '
+                        'reduce-overhead), with default also deploy mode with inductor '
+                        'freezing, and explain its graph breaks')
+    parser.add_argument('--compile-backend', default='inductor',
+                        help='torch.compile backend (default inductor; another one, e.g. '
+                        'aot_eager, gets one row and no modes)')
     parser.add_argument('--compile-train', action='store_true',
                         help='with --compile, also time the compiled training step (its '
                         'compilation takes many minutes on a small CPU)')
+    parser.add_argument('--cuda-graph', action='store_true',
+                        help='add a row of the eager LightViT-T replayed as CUDA graphs '
+                        '(inference and training step; GPU only)')
+    parser.add_argument('--size', type=int, default=224,
+                        help='input side of the batched lightvit and backbones tables '
+                        '(default 224)')
+    parser.add_argument('--single-image', type=int, default=512, metavar='SIZE',
+                        help='side of the batch-1 inference table of --tables lightvit '
+                        '(default 512; 0: leave that table out)')
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.models) - set(PEERS) - set(LIGHTVIT_ARCHS))
+    unknown = sorted(set(args.models) - set(ALL_MODELS))
     if unknown:
-        parser.error(f'unknown --models {unknown}; accepted: '
-                     f'{[n for n in LIGHTVIT_ARCHS if n != BASE] + list(PEERS)}')
+        parser.error(f'unknown --models {unknown}; accepted: {ALL_MODELS}')
+    if args.compile == []:
+        args.compile = ['default']
     if args.device == 'auto':
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     args.device = torch.device(args.device)
@@ -592,6 +776,8 @@ def parse_args(argv=None):
         parser.error('--device cuda given but torch sees no GPU')
     if args.amp == 'fp16' and args.device.type == 'cpu':
         parser.error('--amp fp16 needs a GPU; on CPU use --amp bf16')
+    if args.cuda_graph and args.device.type != 'cuda':
+        parser.error('--cuda-graph needs --device cuda')
     gpu = args.device.type == 'cuda'
     args.batch_size = args.batch_size or (4 if args.quick and not gpu else 64 if gpu else 16)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
@@ -620,16 +806,24 @@ def main(argv=None):
         print(f'\n{title}:\n')
         print(table(benches, args, peak))
     if 'lightvit' in args.tables:
-        run_table(f'{BASE}, 224x224, batch {args.batch_size} (last stage out)',
-                  lightvit_benches(args, references, 224, args.batch_size, train=True))
-        run_table(f'{BASE}, 512x512, batch 1, inference (last stage out)',
-                  lightvit_benches(args, references, 512, 1, train=False))
+        run_table(f'{BASE}, {args.size}x{args.size}, batch {args.batch_size} (last stage out)',
+                  lightvit_benches(args, references, args.size, args.batch_size, train=True))
+        if args.single_image:
+            size = args.single_image
+            run_table(f'{BASE}, {size}x{size}, batch 1, inference (last stage out)',
+                      lightvit_benches(args, references, size, 1, train=False))
         if args.compile:
             print('\n' + explain_compile(build_peer(BASE).to(args.device),
-                                         torch.randn(1, 3, 224, 224, device=args.device)))
+                                         torch.randn(1, 3, args.size, args.size,
+                                                     device=args.device)))
     if 'backbones' in args.tables:
-        run_table(f'Backbones, 224x224, batch {args.batch_size} (last stage out)',
-                  backbone_benches(args))
+        benches = backbone_benches(args, references)
+        run_table(f'Backbones, {args.size}x{args.size}, batch {args.batch_size} (last stage '
+                  'out)', benches)
+        paper = paper_table(benches)
+        if paper:
+            print(f'\nThe paper\'s speed ratios beside ours ({args.amp}, batch '
+                  f'{args.batch_size}):\n\n{paper}')
     if 'dense' in args.tables:
         run_table(f'Dense prediction, inference on 1 image, training step on 2 (speed-up: '
                   f'{BASE} of lightvit_mm over each row)', dense_benches(args, references))
