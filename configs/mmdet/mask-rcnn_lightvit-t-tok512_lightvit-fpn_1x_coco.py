@@ -8,12 +8,12 @@
 # same here. Everything else is mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py.
 #
 # Which one made the paper's table? Most likely the 8-token default: the
-# paper reports 28M params and 187 GFLOPs for this detector, which
-# the 8-token model gives (187.62 G counted here, 186.67 G without the
-# attention products as mmcv 1.x counted); 512 tokens add the FLOPs in the
-# model-zoo table (configs/mmdet/README.md) and the paper's T ImageNet
-# checkpoint has 8 tokens. This config reproduces the released code, not a
-# paper number.
+# paper reports 28M params and 187 GFLOPs for this detector, which the 8-token
+# model gives (187.65 G counted by tools/analysis/get_flops.py, 186.66 G
+# without the attention products, as mmcv 1.x counted). This one counts
+# 206.33 G (190.05 G without them: +3.4 G where the paper's counter would see
+# it), and the paper's T ImageNet checkpoint has 8 tokens. This config
+# reproduces the released code, not a paper number.
 _base_ = './mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py'
 
 model = dict(
