@@ -191,7 +191,8 @@ def det_table(arch, schedule, released=False):
               'same tensors', f'{cfg_src}:27-34'),
         Entry('precision, grad clip', c('optim_wrapper.type'), 'OptimWrapper',
               f'{cfg_src}:37-39 (fp32, grad_clip=None)'),
-        Entry('images per GPU', c('train_dataloader.batch_size'), 2, f'{DET_DATA}:31'),
+        Entry('images per GPU', c('train_dataloader.batch_size'), 2,
+              f'{DET_DATA}:31' if schedule == '1x' else f'{DET_MS}:62'),
         Entry('total batch (auto_scale_lr)', c('auto_scale_lr.base_batch_size'), 16,
               f'{cfg_src}:24 (2 x 8 GPUs)'),
         Entry('warm-up', sched('LinearLR', ['start_factor', 'by_epoch', 'begin', 'end']),
@@ -204,7 +205,8 @@ def det_table(arch, schedule, released=False):
               f'{cfg_src}:46' if schedule == '1x' else f'{cfg_src}:50'),
         Entry('test scale', step('Resize', 'test_dataloader.dataset.pipeline',
                                  keys=['scale', 'keep_ratio']),
-              dict(scale=[1333, 800], keep_ratio=True), f'{DET_DATA}:19'),
+              dict(scale=[1333, 800], keep_ratio=True),
+              f'{DET_DATA}:19' if schedule == '1x' else f'{DET_MS}:51'),
         Entry('RPN test', c('model.test_cfg.rpn'), dict(
             nms_pre=1000, max_per_img=1000, nms=dict(type='nms', iou_threshold=0.7),
             min_bbox_size=0), f'{DET_MODEL}:111-115'),
@@ -397,19 +399,39 @@ def test_posterize_and_solarize_ranges_give_the_official_values():
 
 
 def markdown():
-    rows = ['| config | hyper-parameter | official (source) | ours | match |',
-            '| --- | --- | --- | --- | --- |']
-    for name, e in CASES:
-        short = name.split('/')[1][:-3]
-        match = 'yes' if e.differs is None else f'no: "{e.differs}" (header)'
+    """The tables side by side per family (T / S / B in one row)."""
+    families = {
+        'Mask R-CNN 1x': [n for n in TABLES if '_1x_coco' in n and 'tok512' not in n],
+        'Mask R-CNN 1x, released T (512 tokens)': [n for n in TABLES if 'tok512' in n],
+        'Mask R-CNN 3x+ms': [n for n in TABLES if 'ms-crop-3x' in n],
+        'ImageNet': [n for n in TABLES if n.endswith('8xb128_in1k.py')],
+        'ImageNet B, AMP variant': [n for n in TABLES if '-amp_in1k' in n],
+    }
 
-        def fmt(v):
-            return str(v).replace('|', '/')[:120]
-        rows.append(f'| {short} | {e.name} | {fmt(e.official)} ({e.source}) | '
-                    f'{fmt(e.get(name))} | {match} |')
-    return '\n'.join(rows)
+    def fmt(values):
+        values = [str(v).replace('|', '/') for v in values]
+        return values[0] if len(set(values)) == 1 else ' / '.join(values)
+
+    out = []
+    for family, names in families.items():
+        out += [f'\n#### {family} ({" / ".join(n.split("/")[1][:-3] for n in names)})\n',
+                '| hyper-parameter | official (file:line) | ours | match |',
+                '| --- | --- | --- | --- |']
+        for i, entry in enumerate(TABLES[names[0]]):
+            entries = [TABLES[n][i] for n in names]
+            match = ' / '.join('yes' if e.differs is None else f'no ("{e.differs}" in the header)'
+                               for e in entries)
+            match = match.split(' / ')[0] if len(set(match.split(' / '))) == 1 else match
+            out.append(f'| {entry.name} | {fmt(e.official for e in entries)} '
+                       f'({fmt(e.source for e in entries)}) | '
+                       f'{fmt(e.get(n) for e, n in zip(entries, names))} | {match} |')
+    return '\n'.join(out)
 
 
 if __name__ == '__main__':
+    import logging
+
+    from mmengine.logging import MMLogger
     sys.path.insert(0, REPO)
+    MMLogger.get_current_instance().setLevel(logging.ERROR)
     print(markdown())
