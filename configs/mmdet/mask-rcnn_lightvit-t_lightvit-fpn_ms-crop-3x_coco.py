@@ -11,6 +11,11 @@
 #   384..600 px, and the 480..800 resize;
 # - schedule: 36 epochs, lr x0.1 at epochs 27 and 33, 500-iteration linear
 #   warm-up from 0.001 x lr (the official lr_config; mmdet's Swin uses 1000).
+# Sources: detection/configs/mask_rcnn_lightvit_tiny_fpn_3x_ms_coco.py:42-51
+# (schedule; its lr_config and total_epochs are set twice, the last ones
+# win), detection/configs/_base_/datasets/coco_instance_ms.py:9-38 (pipeline),
+# the rest as in the 1x config. Remaining differences: those of the 1x
+# config's header (8 pretrained global tokens for T; mmdet 3.3).
 _base_ = './mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py'
 
 ms_scales = [(short, 1333) for short in range(480, 801, 32)]  # 480, 512, ..., 800

@@ -14,8 +14,16 @@
 # the last as Swin's auxiliary head does (its stage 2 of 0..3).
 #
 # Backbone: drop-path 0.1 for T, S and B (the paper gives no segmentation
-# setting; 0.1 is its detection value for all three); norm_eval=False (the
-# stem BatchNorms train, as mmseg's Swin recipe freezes no norm).
+# setting; 0.1 is its detection value for all three). norm_eval=True: the
+# stem BatchNorms keep their ImageNet statistics (their scale and shift still
+# train). They are plain per-GPU BatchNorms, and with 2 crops per GPU the
+# batch statistics would come from 2 images; the one official downstream
+# recipe, detection, has the same 2 images per GPU and freezes them
+# (detection/configs/mask_rcnn_lightvit_tiny_fpn_1x_coco.py:14,
+# stem_norm_eval=True). mmseg's BN backbones (ResNet) use SyncBN at 8x2 for
+# this reason; a SyncBN stem would change the pretrained model.
+# No official recipe exists for UPerNet/ADE20K, so a rerun of these configs
+# reproduces no official run; they follow mmseg's Swin recipe instead.
 # No weight decay on norms (LayerNorms, stem BNs, head BNs via norm_decay_mult),
 # relative_position_bias_table and global_token, as in the detection configs.
 _base_ = [
@@ -35,7 +43,7 @@ model = dict(
         arch='tiny',
         drop_path_rate=0.1,
         out_indices=(0, 1, 2),
-        norm_eval=False,
+        norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     decode_head=dict(
         in_channels=[64, 128, 256], in_index=[0, 1, 2], pool_scales=(1, 2, 3, 6),

@@ -234,7 +234,12 @@ def load_lightvit_weights(model,
             ``'repeat'`` tiles the checkpoint's tokens to the model's
             count (cut at the end). Tiling keeps the network's function:
             attention over k identical copies equals attention over one.
-            Defaults to ``'strict'``.
+            ``'zeros'`` drops the checkpoint's tokens and sets the model's
+            to zero: what the released official detection LightViT-T
+            (``num_tokens=512``, github.com/hunto/LightViT
+            ``detection/lightvit.py``) gets in effect, since mmcv's
+            non-strict load skips the mismatched tensor and the model
+            builds its tokens with ``torch.zeros``. Defaults to ``'strict'``.
         weights_only (bool): Refuse pickled objects other than tensors and
             mmengine's own. Defaults to True.
         map_location (str): Where tensors are loaded. Defaults to 'cpu'.
@@ -250,8 +255,8 @@ def load_lightvit_weights(model,
         ValueError: a tensor's shape differs from the model's, or the
             global-token count differs under ``'strict'``.
     """
-    if global_token_init not in ('strict', 'repeat'):
-        raise ValueError(f"global_token_init must be 'strict' or 'repeat', "
+    if global_token_init not in ('strict', 'repeat', 'zeros'):
+        raise ValueError(f"global_token_init must be 'strict', 'repeat' or 'zeros', "
                          f'got {global_token_init!r}')
     raw = load_checkpoint_file(checkpoint, map_location, weights_only)
     state_dict, source = extract_state_dict(raw, checkpoint_key)
@@ -270,18 +275,23 @@ def load_lightvit_weights(model,
     tokens, own_tokens = state_dict.get('global_token'), own['global_token']
     if (tokens is not None and tokens.dim() == 3 and tokens.shape[2] == own_tokens.shape[2]
             and tokens.shape[1] != own_tokens.shape[1]):
-        if global_token_init != 'repeat':
+        if global_token_init == 'strict':
             raise ValueError(
                 f'{checkpoint} has {tokens.shape[1]} global tokens '
                 f'{tuple(tokens.shape)}, the model {model.num_tokens} '
                 f'{tuple(own_tokens.shape)}: build the model with '
                 f'num_tokens={tokens.shape[1]}, or add '
-                "global_token_init='repeat' to the Pretrained init_cfg to tile "
-                "the checkpoint's tokens")
-        repeats = -(-model.num_tokens // tokens.shape[1])
-        state_dict['global_token'] = tokens.repeat(1, repeats, 1)[:, :model.num_tokens]
-        print_log(f'global_token: tiled the checkpoint\'s {tokens.shape[1]} tokens '
-                  f'to {model.num_tokens}', logger='current')
+                "global_token_init='repeat' (tile the checkpoint's tokens) or "
+                "'zeros' (start from zero tokens) to the Pretrained init_cfg")
+        if global_token_init == 'repeat':
+            repeats = -(-model.num_tokens // tokens.shape[1])
+            state_dict['global_token'] = tokens.repeat(1, repeats, 1)[:, :model.num_tokens]
+            action = 'tiled'
+        else:
+            state_dict['global_token'] = torch.zeros_like(own_tokens)
+            action = 'replaced by zeros'
+        print_log(f"global_token: the checkpoint's {tokens.shape[1]} tokens {action}, "
+                  f'the model has {model.num_tokens}', logger='current')
     mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
                   for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
     if mismatched:

@@ -48,6 +48,10 @@ def rows(tasks, det_size):
                 yield (task, short, f'Mask R-CNN + LightViT-{short}',
                        f'configs/mmdet/mask-rcnn_lightvit-{letter}_lightvit-fpn_1x_coco.py',
                        det_size)
+                if short == 'T':  # the released official T: 512 global tokens
+                    yield (task, 'T-512', 'Mask R-CNN + LightViT-T, 512 tokens',
+                           'configs/mmdet/mask-rcnn_lightvit-t-tok512_lightvit-fpn_1x_coco.py',
+                           det_size)
             else:
                 yield (task, short, f'UPerNet + LightViT-{short}',
                        f'configs/mmseg/lightvit-{letter}-in1k-pre_upernet_8xb2-160k_ade20k-'

@@ -3,9 +3,10 @@
 from typing import List, Sequence, Tuple, Union
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
-from mmengine.model import BaseModule, ModuleList
+from mmengine.model import BaseModule
 
 
 class LightViTFPN(BaseModule):
@@ -42,8 +43,13 @@ class LightViTFPN(BaseModule):
         upsample_cfg (dict): ``F.interpolate`` arguments of the top-down path.
             Defaults to ``dict(mode='nearest')``.
         init_cfg (dict | list[dict]): Defaults to Xavier-uniform Conv2d
-            layers; the transposed convs keep ConvModule's Kaiming init, as in
-            the official neck.
+            weights (zero bias); the transposed convs keep ConvModule's
+            Kaiming init (fan_out, normal), as in the official neck
+            (``LightViTFPN.init_weights`` and ``TransposedConvModule``).
+            The conv lists are plain ``torch.nn.ModuleList`` s, as in
+            mmdet's ``FPN``: an mmengine ``ModuleList`` would make
+            ``init_weights`` recurse into each ``ConvModule`` and redo its
+            Kaiming init over the Xavier one.
 
     Raises:
         ValueError: ``num_outs`` too small, or an unknown ``add_extra_convs``.
@@ -100,18 +106,18 @@ class LightViTFPN(BaseModule):
                               conv_cfg=cfg, norm_cfg=norm_cfg, act_cfg=act_cfg,
                               inplace=False)
 
-        self.lateral_convs = ModuleList(conv(c, 1) for c in self.in_channels)
-        self.fpn_convs = ModuleList(conv(out_channels, 3) for _ in self.in_channels)
+        self.lateral_convs = nn.ModuleList(conv(c, 1) for c in self.in_channels)
+        self.fpn_convs = nn.ModuleList(conv(out_channels, 3) for _ in self.in_channels)
         num_coarse = num_outs - self.num_ins - num_extra_trans_convs
         if add_extra_convs:
             for i in range(num_coarse):
                 in_c = (self.in_channels[-1] if i == 0 and add_extra_convs == 'on_input'
                         else out_channels)
                 self.fpn_convs.append(conv(in_c, 3, stride=2))
-        self.extra_trans_convs = ModuleList(
+        self.extra_trans_convs = nn.ModuleList(
             conv(out_channels, 2, stride=2, padding=0, cfg=dict(type='deconv'))
             for _ in range(num_extra_trans_convs))
-        self.extra_fpn_convs = ModuleList(
+        self.extra_fpn_convs = nn.ModuleList(
             conv(out_channels, 3) for _ in range(num_extra_trans_convs))
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
