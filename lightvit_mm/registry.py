@@ -4,10 +4,13 @@
 mmdet, mmseg and mmpretrain each keep their own ``MODELS`` registry, and a
 config inheriting ``mmdet::``/``mmseg::``/``mmpretrain::`` builds its model in
 that package's scope. Registering in each lets a plain ``type='LightViT'``
-work whatever the scope. A package that is not installed is skipped.
+work whatever the scope. A package that is not installed is skipped; one that
+is installed but fails to import raises its error.
 """
 import importlib
-from typing import Dict, List
+import importlib.metadata
+import importlib.util
+from typing import Dict, List, Optional
 
 from .models import LightViT, LightViTClsNeck, LightViTFPN
 
@@ -19,6 +22,53 @@ TARGETS: Dict[str, List[type]] = {
 }
 
 
+#: transformers releases from this one on break ``import mmpretrain`` 1.2.0:
+#: they dropped ``apply_chunking_to_forward`` and ``find_pruneable_heads_and_indices``
+#: from ``transformers.modeling_utils``, mmpretrain's BLIP module then sets its
+#: ``PreTrainedModel`` base to None (``TypeError: NoneType takes no
+#: arguments``). The ``[mmpretrain]`` extra in setup.py asks for an earlier one.
+TRANSFORMERS_BREAKING_MMPRETRAIN = '4.56'
+
+
+def _transformers_breaking_mmpretrain() -> Optional[str]:
+    """The installed transformers version if it breaks mmpretrain 1.2.0's
+    import, else None."""
+    from mmengine.utils import digit_version
+    try:
+        version = importlib.metadata.version('transformers')
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    breaks = digit_version(version) >= digit_version(TRANSFORMERS_BREAKING_MMPRETRAIN)
+    return version if breaks else None
+
+
+def _import_registry(module_name: str):
+    """``module_name`` imported, or None when its package is not installed.
+
+    Raises:
+        ImportError: the package is installed but does not import (e.g.
+            mmpretrain without torchvision): its own error, not a silent skip.
+        ImportError: mmpretrain is installed with a transformers release that
+            breaks its import (one line saying which and what to install,
+            instead of mmpretrain's ``TypeError``).
+    """
+    if importlib.util.find_spec(module_name.split('.')[0]) is None:
+        return None
+    try:
+        return importlib.import_module(module_name)
+    except TypeError as error:
+        version = (_transformers_breaking_mmpretrain()
+                   if module_name.startswith('mmpretrain.') else None)
+        if version is None:
+            raise
+        raise ImportError(
+            f'mmpretrain {importlib.metadata.version("mmpretrain")} cannot be imported with '
+            f'transformers {version} (mmpretrain 1.2 needs transformers '
+            f'< {TRANSFORMERS_BREAKING_MMPRETRAIN}): pip install '
+            f'"transformers<{TRANSFORMERS_BREAKING_MMPRETRAIN}", or pip uninstall '
+            f'transformers if nothing else needs it') from error
+
+
 def register_all_modules() -> List[str]:
     """Register the classes of :data:`TARGETS` in each installed package.
 
@@ -26,15 +76,17 @@ def register_all_modules() -> List[str]:
         list[str]: The packages whose ``MODELS`` now hold the classes.
 
     Raises:
+        ImportError: mmpretrain is installed with a transformers release that
+            breaks its import (:data:`TRANSFORMERS_BREAKING_MMPRETRAIN`).
         KeyError: another class is already registered under one of our names
             in a package's ``MODELS`` (we never replace someone else's class).
     """
     registered = []
     for module_name, classes in TARGETS.items():
-        try:
-            registry = importlib.import_module(module_name).MODELS
-        except ImportError:
+        module = _import_registry(module_name)
+        if module is None:
             continue
+        registry = module.MODELS
         for cls in classes:
             existing = registry.module_dict.get(cls.__name__)
             if existing is None:
