@@ -90,9 +90,9 @@ setup(
     extras_require={
         'mmdet': ['mmdet>=3.3.0,<3.4.0'],
         'mmseg': ['mmsegmentation>=1.2.2,<1.3.0', 'ftfy', 'regex'],
-        # transformers >= 4.56 breaks `import mmpretrain` 1.2.0 (lightvit_mm/registry.py,
+        # transformers >= 4.52 breaks `import mmpretrain` 1.2.0 (lightvit_mm/registry.py,
         # TRANSFORMERS_BREAKING_MMPRETRAIN); mmpretrain itself does not bound it.
-        'mmpretrain': ['mmpretrain>=1.2.0,<1.3.0', 'transformers<4.56'],
+        'mmpretrain': ['mmpretrain>=1.2.0,<1.3.0', 'transformers<4.52'],
         'tests': [
             'pytest', 'ruff>=0.17,<0.18', 'build', 'scikit-learn', 'pycocotools', 'onnx',
             'onnxruntime', 'pyyaml', 'tensorboard'

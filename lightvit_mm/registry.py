@@ -22,12 +22,15 @@ TARGETS: Dict[str, List[type]] = {
 }
 
 
-#: transformers releases from this one on break ``import mmpretrain`` 1.2.0:
-#: they dropped ``apply_chunking_to_forward`` and ``find_pruneable_heads_and_indices``
-#: from ``transformers.modeling_utils``, mmpretrain's BLIP module then sets its
-#: ``PreTrainedModel`` base to None (``TypeError: NoneType takes no
-#: arguments``). The ``[mmpretrain]`` extra in setup.py asks for an earlier one.
-TRANSFORMERS_BREAKING_MMPRETRAIN = '4.56'
+#: transformers releases from this one on break ``import mmpretrain`` 1.2.0
+#: (with pycocotools installed, mmpretrain imports its multimodal models): 4.52
+#: stopped re-exporting ``GenerationMixin`` from ``transformers.modeling_utils``
+#: (``ImportError`` in mmpretrain's OFA module); 4.56 also dropped
+#: ``apply_chunking_to_forward`` and ``find_pruneable_heads_and_indices`` there,
+#: so mmpretrain's BLIP module, imported first, subclasses None (``TypeError:
+#: NoneType takes no arguments``, as with 5.x). 4.51.3 imports. The
+#: ``[mmpretrain]`` extra in setup.py asks for an earlier release.
+TRANSFORMERS_BREAKING_MMPRETRAIN = '4.52'
 
 
 def _transformers_breaking_mmpretrain() -> Optional[str]:
@@ -42,31 +45,46 @@ def _transformers_breaking_mmpretrain() -> Optional[str]:
     return version if breaks else None
 
 
+def check_mmpretrain_imports() -> None:
+    """Import ``mmpretrain.models`` when the installed transformers release
+    is one that breaks it (:data:`TRANSFORMERS_BREAKING_MMPRETRAIN`), so that
+    the failure shows at ``import lightvit_mm`` in one line instead of at the
+    first mmpretrain build as mmpretrain's own error. Costs nothing otherwise.
+
+    Raises:
+        ImportError: ``mmpretrain.models`` does not import with this
+            transformers: says which versions and what to install (the
+            original error is its ``__cause__``).
+    """
+    version = _transformers_breaking_mmpretrain()
+    if version is None:
+        return
+    try:
+        importlib.import_module('mmpretrain.models')
+    except (ImportError, TypeError) as error:
+        raise ImportError(
+            f'mmpretrain {importlib.metadata.version("mmpretrain")} does not import with '
+            f'transformers {version} ({type(error).__name__}: {error}); it needs transformers '
+            f'< {TRANSFORMERS_BREAKING_MMPRETRAIN}: pip install '
+            f'"transformers<{TRANSFORMERS_BREAKING_MMPRETRAIN}", or pip uninstall transformers '
+            'if nothing else needs it') from error
+
+
 def _import_registry(module_name: str):
     """``module_name`` imported, or None when its package is not installed.
 
     Raises:
         ImportError: the package is installed but does not import (e.g.
-            mmpretrain without torchvision): its own error, not a silent skip.
-        ImportError: mmpretrain is installed with a transformers release that
-            breaks its import (one line saying which and what to install,
-            instead of mmpretrain's ``TypeError``).
+            mmpretrain without torchvision): its own error, not a silent skip;
+            for mmpretrain with a transformers release that breaks it, see
+            :func:`check_mmpretrain_imports`.
     """
     if importlib.util.find_spec(module_name.split('.')[0]) is None:
         return None
-    try:
-        return importlib.import_module(module_name)
-    except TypeError as error:
-        version = (_transformers_breaking_mmpretrain()
-                   if module_name.startswith('mmpretrain.') else None)
-        if version is None:
-            raise
-        raise ImportError(
-            f'mmpretrain {importlib.metadata.version("mmpretrain")} cannot be imported with '
-            f'transformers {version} (mmpretrain 1.2 needs transformers '
-            f'< {TRANSFORMERS_BREAKING_MMPRETRAIN}): pip install '
-            f'"transformers<{TRANSFORMERS_BREAKING_MMPRETRAIN}", or pip uninstall '
-            f'transformers if nothing else needs it') from error
+    module = importlib.import_module(module_name)
+    if module_name.startswith('mmpretrain.'):
+        check_mmpretrain_imports()
+    return module
 
 
 def register_all_modules() -> List[str]:
@@ -76,8 +94,9 @@ def register_all_modules() -> List[str]:
         list[str]: The packages whose ``MODELS`` now hold the classes.
 
     Raises:
-        ImportError: mmpretrain is installed with a transformers release that
-            breaks its import (:data:`TRANSFORMERS_BREAKING_MMPRETRAIN`).
+        ImportError: an installed package does not import, e.g. mmpretrain
+            with a transformers release that breaks it
+            (:func:`check_mmpretrain_imports`).
         KeyError: another class is already registered under one of our names
             in a package's ``MODELS`` (we never replace someone else's class).
     """

@@ -18,7 +18,7 @@ from mmengine.runner import Runner
 
 from lightvit_mm.engine.data_root import DATA_ROOT_HELP, check_data_files, set_data_root
 from lightvit_mm.engine.distributed import setup_distributed
-from lightvit_mm.engine.test_outputs import dump_predictions, draw_predictions, enable_tta
+from lightvit_mm.engine.test_outputs import draw_predictions, dump_predictions, enable_tta
 from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
 
 

@@ -4,18 +4,17 @@ for mmdet, mmseg and mmpretrain configs, each through the package's own
 metrics, hooks and test-time-augmentation models, as the package's own
 ``tools/test.py`` uses them:
 
-========== ============================== ================================ ===========================
-package    ``--out``                      ``--show-dir DIR``               ``--tta``
-========== ============================== ================================ ===========================
-mmdet      ``DumpDetResults`` (.pkl)      ``DetVisualizationHook``:        ``DetTTAModel``, flip
-                                          ``DIR/<image name>``             (boxes only: mmdet 3.3
-                                                                           refuses instance masks)
-mmseg      ``IoUMetric(output_dir=OUT)``: ``SegVisualizationHook``:        the config's
-           a folder of PNG label maps     ``DIR/vis_data/vis_image/``      ``tta_model`` and
-                                                                           ``tta_pipeline``
-mmpretrain ``DumpResults`` (.pkl)         ``VisualizationHook``:           ``AverageClsScoreTTA``,
-                                          ``DIR/<image name>_0.png``       flip
-========== ============================== ================================ ===========================
+- mmdet: ``--out`` appends ``DumpDetResults`` (a .pkl) to the test metrics;
+  ``--show-dir DIR`` turns on ``DetVisualizationHook`` (``DIR/<image name>``);
+  ``--tta`` wraps the model in ``DetTTAModel`` (image + flip, boxes only:
+  mmdet 3.3 refuses instance masks).
+- mmseg: ``--out DIR`` is the ``IoUMetric``'s ``output_dir`` (PNG label maps);
+  ``--show-dir DIR`` turns on ``SegVisualizationHook`` with the visualizer
+  saving to ``DIR`` (``DIR/vis_data/vis_image/``); ``--tta`` uses the config's
+  ``tta_model`` (``SegTTAModel``) and ``tta_pipeline``.
+- mmpretrain: ``--out`` appends mmengine's ``DumpResults`` (a .pkl);
+  ``--show-dir DIR`` turns on ``VisualizationHook`` (``DIR/<image name>_0.png``);
+  ``--tta`` wraps the model in ``AverageClsScoreTTA`` (image + flip).
 
 The functions edit a config before the Runner is built from it; where the
 config has no ``tta_model`` / ``tta_pipeline`` they add the packages'
