@@ -13,7 +13,7 @@ from conftest import CLS_DIGITS_CONFIG, DIGITS_CONFIG, SEG_DIGITS_CONFIG, eval_o
 from mmengine.config import Config
 from PIL import Image
 
-from lightvit_mm.engine.test_outputs import dump_predictions, enable_tta
+from lightvit_mm.engine.test_outputs import draw_predictions, dump_predictions, enable_tta
 
 #: the val images of the tiny digits sets (tests/conftest.py)
 NUM_VAL = 2
@@ -82,8 +82,10 @@ def test_mmdet_tta_refuses_mask_rcnn():
 
 def test_mmseg_out_show_dir_and_tta(digits_checkpoints, tmp_path, tta_views):
     out, show = tmp_path / 'maps', tmp_path / 'vis'
+    # SegVisualizationHook reads runner.iter, which builds the train dataloader.
+    train_root = f'train_dataloader.dataset.data_root={digits_checkpoints["det_root"]}/'
     metrics = run_test(digits_checkpoints, SEG_DIGITS_CONFIG, tmp_path / 'work',
-                       '--out', str(out), '--show-dir', str(show), '--tta')
+                       '--out', str(out), '--show-dir', str(show), '--tta', options=[train_root])
     assert 'mIoU' in metrics
     # SegTTAModel over the config's tta_pipeline: 6 scales x (flip, no flip).
     assert tta_views == [12] * NUM_VAL
@@ -95,17 +97,29 @@ def test_mmseg_out_show_dir_and_tta(digits_checkpoints, tmp_path, tta_views):
     assert len(drawn_images(show / 'vis_data' / 'vis_image')) == NUM_VAL
 
 
-def test_mmpretrain_out_show_dir_and_tta(digits_checkpoints, tmp_path, tta_views):
+def test_mmpretrain_out_and_show_dir(digits_checkpoints, tmp_path):
     out, show = tmp_path / 'results.pkl', tmp_path / 'vis'
     metrics = run_test(digits_checkpoints, CLS_DIGITS_CONFIG, tmp_path / 'work',
-                       '--out', str(out), '--show-dir', str(show), '--tta')
+                       '--out', str(out), '--show-dir', str(show))
     assert 'accuracy/top1' in metrics
-    assert tta_views == [2] * NUM_VAL  # AverageClsScoreTTA: image + flip
     results = mmengine.load(str(out))  # DumpResults
     assert len(results) == NUM_VAL
     for result in results:
         assert result['pred_score'].shape == (10, ) and 0 <= int(result['pred_label']) < 10
     assert len(drawn_images(show)) == NUM_VAL  # VisualizationHook, every image
+
+
+def test_mmpretrain_tta(digits_checkpoints, tmp_path, tta_views):
+    out = tmp_path / 'results.pkl'
+    metrics = run_test(digits_checkpoints, CLS_DIGITS_CONFIG, tmp_path, '--tta', '--out', str(out))
+    assert 'accuracy/top1' in metrics
+    assert tta_views == [2] * NUM_VAL  # AverageClsScoreTTA: image + flip
+    assert len(mmengine.load(str(out))) == NUM_VAL
+    # mmpretrain's VisualizationHook cannot draw a TTA batch: refused up front.
+    cfg = Config.fromfile(CLS_DIGITS_CONFIG)
+    draw_predictions(cfg, str(tmp_path / 'vis'))
+    with pytest.raises(ValueError, match='cannot draw test-time-augmented batches'):
+        enable_tta(cfg)
 
 
 @pytest.mark.parametrize('config,out,match', [

@@ -88,7 +88,10 @@ def draw_predictions(cfg: Config, show_dir: str) -> None:
     A relative ``show_dir`` is taken from the current folder for all three
     packages (mmdet's own ``tools/test.py`` puts it under
     ``WORK_DIR/TIMESTAMP/``). mmdet draws every image; the mmseg and
-    mmpretrain hooks' ``interval`` is set to 1 (every image).
+    mmpretrain hooks' ``interval`` is set to 1 (every image). mmseg's
+    ``SegVisualizationHook`` reads ``runner.iter``, which builds the train
+    dataloader: the config's train split must exist too, as with mmseg's
+    own tool.
 
     Raises:
         KeyError: the config has no ``default_hooks.visualization``.
@@ -140,9 +143,15 @@ def enable_tta(cfg: Config) -> None:
     Raises:
         ValueError: mmdet with a mask head (mmdet 3.3's ``DetTTAModel``
             merges boxes only and asserts on instance masks); mmseg without
-            ``tta_model`` or ``tta_pipeline``.
+            ``tta_model`` or ``tta_pipeline``; mmpretrain with its
+            visualization hook on (mmpretrain 1.2's ``VisualizationHook``
+            cannot draw a TTA batch).
     """
     package = package_of(cfg)
+    if package == 'mmpretrain' and cfg.get('default_hooks', {}).get(
+            'visualization', {}).get('enable'):
+        raise ValueError("--tta with --show-dir: mmpretrain 1.2's VisualizationHook cannot "
+                         'draw test-time-augmented batches; draw in a run without --tta')
     dataset = _innermost_dataset(cfg.test_dataloader)
     if package == 'mmdet':
         if cfg.model.get('roi_head', {}).get('mask_head') or cfg.model.get('mask_head'):
