@@ -14,8 +14,7 @@ from conftest import DIGITS_CONFIG, REPO, read_scalars, tiny_digits_options
 
 MAX_ITERS = 2
 #: relative tolerance on each logged loss: the two runs do the same arithmetic
-#: in the same order (allreduce of two gradients is a + b on every rank);
-#: measured bitwise equal on the project's CPU machine.
+#: in the same order (the allreduce of two gradients is a + b on every rank).
 RTOL = 1e-6
 
 
