@@ -10,6 +10,10 @@ ROOT = osp.dirname(osp.abspath(__file__))
 #: searches by file name, tools/train.py and tools/test.py it runs, and the
 #: model index that `mim search` and mmengine's hub read.
 MIM_FILES = ('configs', 'tools', 'model-index.yml')
+#: This project's repository. PLACEHOLDER: the project has no published
+#: repository URL yet; replace <OWNER> here and in docs/install.md and
+#: README.md once it is hosted (tests/test_metadata.py keeps them equal).
+REPOSITORY = 'https://github.com/<OWNER>/lightvit-mm'
 
 
 def read_version():
@@ -61,7 +65,15 @@ setup(
     'OpenMMLab 3.x: mmdet, mmsegmentation and mmpretrain',
     long_description=open(osp.join(ROOT, 'README.md')).read(),
     long_description_content_type='text/markdown',
-    url='https://github.com/hunto/LightViT',
+    url=REPOSITORY,
+    project_urls={
+        'Source': REPOSITORY,
+        'Documentation': f'{REPOSITORY}/tree/main/docs',
+        'Paper': 'https://arxiv.org/abs/2207.05557',
+        # The authors' code, which this package re-implements (not this package):
+        'Official LightViT (detection, mmdet 2.x)': 'https://github.com/hunto/LightViT',
+        'Official LightViT (ImageNet)': 'https://github.com/hunto/image_classification_sota',
+    },
     packages=find_packages(include=['lightvit_mm', 'lightvit_mm.*']),
     cmdclass={'build_py': BuildPyWithMim},
     python_requires='>=3.9',
@@ -78,10 +90,13 @@ setup(
     extras_require={
         'mmdet': ['mmdet>=3.3.0,<3.4.0'],
         'mmseg': ['mmsegmentation>=1.2.2,<1.3.0', 'ftfy', 'regex'],
-        'mmpretrain': ['mmpretrain>=1.2.0,<1.3.0'],
+        # transformers >= 4.52 breaks `import mmpretrain` 1.2.0 (lightvit_mm/registry.py,
+        # TRANSFORMERS_BREAKING_MMPRETRAIN); mmpretrain itself does not bound it.
+        'mmpretrain': ['mmpretrain>=1.2.0,<1.3.0', 'transformers<4.52'],
         'tests': [
             'pytest', 'ruff>=0.17,<0.18', 'build', 'scikit-learn', 'pycocotools', 'onnx',
-            'onnxruntime', 'pyyaml', 'timm>=1.0'  # timm: the benchmark's peers (gpu_check)
+            'onnxruntime', 'pyyaml', 'tensorboard',
+            'timm>=1.0',  # the benchmark's peers (gpu_check)
         ],
     },
     license='Apache-2.0',

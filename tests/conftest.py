@@ -1,4 +1,6 @@
+import os
 import os.path as osp
+import subprocess
 
 import pytest
 import torch
@@ -174,3 +176,72 @@ def standins(tmp_path_factory):
     s.build_ade20k_standin(roots['ade'])
     s.build_imagenet_standin(roots['imagenet'])
     return roots
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints of the three digits configs after one iteration (inference APIs,
+# test tools), and the options that evaluate them on the tiny data.
+# ---------------------------------------------------------------------------
+def one_iteration(root):
+    """--cfg-options for one training iteration on ``root``, no evaluation."""
+    return [f'train_dataloader.dataset.data_root={root}/', 'train_dataloader.batch_size=2',
+            'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+            *NO_EVAL_OPTIONS, 'train_cfg.max_iters=1', 'train_cfg.val_interval=1',
+            'default_hooks.checkpoint.interval=1']
+
+
+def eval_options(config, root):
+    """--cfg-options that point a digits config's test split at ``root``."""
+    options = [f'test_dataloader.dataset.data_root={root}/', 'test_dataloader.num_workers=0',
+               'test_dataloader.persistent_workers=False', 'test_dataloader.batch_size=1']
+    if config == DIGITS_CONFIG:
+        options.append(f'test_evaluator.ann_file={root}/annotations/instances_val.json')
+    return options
+
+
+@pytest.fixture(scope='session')
+def tiny_digits_cls(tmp_path_factory):
+    """A tiny digits classification set (4 train, 2 val 48x48 images in class
+    folders); its root."""
+    from lightvit_mm.demo_data.digits import build_digits_cls
+    root = str(tmp_path_factory.mktemp('tiny_cls'))
+    build_digits_cls(root, num_train=4, num_val=2)
+    return root
+
+
+def tiny_cls_options(data_root, max_iters=2, validate=False):
+    """``--cfg-options`` for a short run of :data:`CLS_DIGITS_CONFIG` on
+    :func:`tiny_digits_cls`: batch 2, no worker processes, a log line every
+    iteration, the schedule squeezed into ``max_iters``, and validation at the
+    last iteration if ``validate`` (else none)."""
+    options = []
+    for split in ('train', 'val') if validate else ('train', ):
+        options += [f'{split}_dataloader.dataset.data_root={data_root}',
+                    f'{split}_dataloader.batch_size=2', f'{split}_dataloader.num_workers=0',
+                    f'{split}_dataloader.persistent_workers=False']
+    return options + ([] if validate else NO_EVAL_OPTIONS) + [
+        f'train_cfg.max_iters={max_iters}', f'train_cfg.val_interval={max_iters}',
+        f'default_hooks.checkpoint.interval={max_iters}', 'default_hooks.logger.interval=1',
+        f'param_scheduler.0.end={max_iters // 2}', f'param_scheduler.1.begin={max_iters // 2}',
+        f'param_scheduler.1.end={max_iters}']
+
+
+@pytest.fixture(scope='session')
+def digits_checkpoints(tiny_digits, tiny_digits_cls, tmp_path_factory):
+    """One training iteration of the digits detection, segmentation and
+    classification configs with ``tools/train.py``: their checkpoints
+    (``checkpoints``: config -> path), the detection/segmentation and the
+    classification data roots and one detection val image."""
+    cls_root = tiny_digits_cls
+    runs = {DIGITS_CONFIG: one_iteration(tiny_digits),
+            SEG_DIGITS_CONFIG: one_iteration(tiny_digits),
+            CLS_DIGITS_CONFIG: one_iteration(cls_root)}
+    checkpoints = {}
+    for config, options in runs.items():
+        work_dir = tmp_path_factory.mktemp('train')
+        subprocess.run(train_command(work_dir, options, config=config), check=True, cwd=REPO,
+                       stdout=subprocess.DEVNULL)
+        checkpoints[config] = str(work_dir / 'iter_1.pth')
+    return dict(checkpoints=checkpoints, det_root=tiny_digits, cls_root=cls_root,
+                det_image=osp.join(tiny_digits, 'val', sorted(os.listdir(
+                    osp.join(tiny_digits, 'val')))[0]))

@@ -10,52 +10,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import (
-    CLS_DIGITS_CONFIG,
-    DIGITS_CONFIG,
-    NO_EVAL_OPTIONS,
-    REPO,
-    SEG_DIGITS_CONFIG,
-    train_command,
-)
-
-
-def one_iteration(root):
-    """--cfg-options for one training iteration on ``root``, no evaluation."""
-    return [f'train_dataloader.dataset.data_root={root}/', 'train_dataloader.batch_size=2',
-            'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
-            *NO_EVAL_OPTIONS, 'train_cfg.max_iters=1', 'train_cfg.val_interval=1',
-            'default_hooks.checkpoint.interval=1']
-
-
-def eval_options(config, root):
-    """--cfg-options that point a digits config's test split at ``root``."""
-    options = [f'test_dataloader.dataset.data_root={root}/', 'test_dataloader.num_workers=0',
-               'test_dataloader.persistent_workers=False', 'test_dataloader.batch_size=1']
-    if config == DIGITS_CONFIG:
-        options.append(f'test_evaluator.ann_file={root}/annotations/instances_val.json')
-    return options
+from conftest import CLS_DIGITS_CONFIG, DIGITS_CONFIG, REPO, SEG_DIGITS_CONFIG, eval_options
 
 
 @pytest.fixture(scope='module')
-def trained(tiny_digits, tmp_path_factory):
-    """One training iteration of the digits detection, segmentation and
-    classification configs with ``tools/train.py``: config -> checkpoint."""
-    from lightvit_mm.demo_data.digits import build_digits_cls
-    cls_root = str(tmp_path_factory.mktemp('tiny_cls'))
-    build_digits_cls(cls_root, num_train=4, num_val=2)
-    runs = {DIGITS_CONFIG: one_iteration(tiny_digits),
-            SEG_DIGITS_CONFIG: one_iteration(tiny_digits),
-            CLS_DIGITS_CONFIG: one_iteration(cls_root)}
-    checkpoints = {}
-    for config, options in runs.items():
-        work_dir = tmp_path_factory.mktemp('train')
-        subprocess.run(train_command(work_dir, options, config=config), check=True, cwd=REPO,
-                       stdout=subprocess.DEVNULL)
-        checkpoints[config] = str(work_dir / 'iter_1.pth')
-    return dict(checkpoints=checkpoints, det_root=tiny_digits, cls_root=cls_root,
-                det_image=osp.join(tiny_digits, 'val', sorted(os.listdir(
-                    osp.join(tiny_digits, 'val')))[0]))
+def trained(digits_checkpoints):
+    return digits_checkpoints
 
 
 def globals_beyond_torch(path):

@@ -55,3 +55,4 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
     paramwise_cfg=_base_.lightvit_no_decay)
+auto_scale_lr = dict(enable=False, base_batch_size=16)  # 8 GPUs x 2: tools/train.py --auto-scale-lr
