@@ -59,9 +59,10 @@ MUTATIONS = {
         [('return x * (channel_gate * spatial_gate)', 'return x * channel_gate')]),
 }
 
-#: the test files of the model code (backbone, neck, their speed and export paths)
-MODEL_TESTS = ['tests/test_backbone.py', 'tests/test_neck.py', 'tests/test_official_weights.py',
-               'tests/test_deploy.py', 'tests/test_export.py', 'tests/test_any_size.py']
+#: the test files of the model code (backbone, neck, their speed and export
+#: paths), the quick reference-vector ones first (``--first`` stops early)
+MODEL_TESTS = ['tests/test_neck.py', 'tests/test_deploy.py', 'tests/test_backbone.py',
+               'tests/test_official_weights.py', 'tests/test_export.py', 'tests/test_any_size.py']
 IGNORED = shutil.ignore_patterns('.git', '.venv', '__pycache__', '.pytest_cache', 'work_dirs',
                                  'data', '*.egg-info', 'build', 'dist')
 
