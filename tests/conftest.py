@@ -79,6 +79,29 @@ def official_vectors():
 
 
 @pytest.fixture(scope='session')
+def official_vectors_v2():
+    """Outputs of the official backbone and ``LightViTFPN`` on the same small
+    architecture with every weight at a trained-like scale
+    (shared/reference/official_mini_vectors_v2.pt, copied into tests/data; see
+    PAPER.md): attentions and gates far from uniform, so a wrong scale, norm,
+    index or activation moves the outputs well past float rounding."""
+    return torch.load(osp.join(DATA, 'official_mini_vectors_v2.pt'), weights_only=True)
+
+
+def load_official_backbone(model, state_dict):
+    """Load an official backbone ``state_dict`` into ``model`` except the
+    ``relative_position_index`` buffers, which stay the model's own (a plain
+    strict load would overwrite them with the official ones, hiding a wrong
+    index); every other key must match."""
+    index = {k for k in state_dict if k.endswith('relative_position_index')}
+    report = model.load_state_dict(
+        {k: v for k, v in state_dict.items() if k not in index}, strict=False)
+    assert set(report.missing_keys) == index and index, report
+    assert not report.unexpected_keys, report
+    return model
+
+
+@pytest.fixture(scope='session')
 def mini_arch(official_vectors):
     a = official_vectors['arch']
     return dict(embed_dims=a['embed_dims'], depths=a['num_layers'],
@@ -163,6 +186,119 @@ def read_scalars(work_dir):
     return records
 
 
+# ---------------------------------------------------------------------------
+# The digits trainings the suite shares (trained once per session)
+# ---------------------------------------------------------------------------
+#: the shared detection runs: DET_ITERS iterations, a checkpoint every DET_KILL_AT
+DET_ITERS, DET_KILL_AT = 4, 2  # DET_KILL_AT < iterations per epoch (8 images / batch 2)
+#: one thread per training process: runs side by side on the shared cores keep
+#: the same arithmetic (CPU kernels reduce in an order fixed by the thread count)
+ONE_THREAD = dict(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+TRAIN_TIMEOUT = 600
+
+
+def start_training(command, log_path, env=None):
+    """``command`` as a child process writing stdout and stderr to ``log_path``."""
+    import os
+    with open(log_path, 'w') as log:  # the child keeps its own handle
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                env=dict(os.environ, **(env or ONE_THREAD)))
+
+
+def finish_training(process, log_path, timeout=TRAIN_TIMEOUT):
+    """Wait for ``process`` (killed after ``timeout`` s): its exit code and log."""
+    try:
+        process.wait(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    with open(log_path) as f:
+        return process.returncode, f.read()
+
+
+def wait_for_checkpoint(process, work_dir, name, log_path, timeout=TRAIN_TIMEOUT):
+    """Poll until ``work_dir/last_checkpoint`` names ``name`` (the
+    CheckpointHook writes it after the checkpoint file is complete)."""
+    import time
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if osp.exists(pointer):
+            with open(pointer) as f:
+                if f.read().strip().endswith(name):
+                    return
+        if process.poll() is not None:
+            with open(log_path) as f:
+                pytest.fail(f'training exited ({process.returncode}) before writing {name}:\n'
+                            + f.read()[-3000:])
+        time.sleep(0.02)
+    pytest.fail(f'no {name} in {work_dir} after {timeout} s')
+
+
+@pytest.fixture(scope='session')
+def digits_det_runs(tiny_digits, tmp_path_factory):
+    """Two seeded runs of the digits detection config (RNGStateHook included)
+    with ``tools/train.py``: DET_ITERS iterations, checkpoints every
+    DET_KILL_AT, one thread each, started side by side. ``reference`` runs
+    through; ``interrupted`` is killed with SIGKILL once its checkpoint of
+    iteration DET_KILL_AT is complete, then resumed with ``--resume`` in the
+    same work dir. Shared by test_resume (interruption), test_determinism
+    (two seeded runs) and test_inference_apis (``reference/iter_4.pth``).
+
+    Returns a dict: ``reference``/``interrupted`` work dirs; ``options``;
+    ``reference_result``, ``killed_result``, ``resumed_result``: (exit code,
+    log) of each process.
+    """
+    import signal
+    root = tmp_path_factory.mktemp('digits_det_runs')
+    options = tiny_digits_options(tiny_digits, max_iters=DET_ITERS,
+                                  checkpoint_interval=DET_KILL_AT)
+    ref_dir, run_dir = root / 'reference', root / 'interrupted'
+    reference = start_training(train_command(ref_dir, options), root / 'reference.log')
+    victim = start_training(train_command(run_dir, options), root / 'killed.log')
+    try:
+        wait_for_checkpoint(victim, run_dir, f'iter_{DET_KILL_AT}.pth', root / 'killed.log')
+        victim.send_signal(signal.SIGKILL)
+        killed = finish_training(victim, root / 'killed.log')
+        resumed = finish_training(
+            start_training(train_command(run_dir, options, '--resume'), root / 'resumed.log'),
+            root / 'resumed.log')
+    finally:
+        if victim.poll() is None:  # a failure before the kill
+            victim.kill()
+            victim.wait()
+        ref_result = finish_training(reference, root / 'reference.log')
+    assert ref_result[0] == 0, ref_result[1][-5000:]
+    return dict(reference=ref_dir, interrupted=run_dir, options=options,
+                reference_result=ref_result, killed_result=killed, resumed_result=resumed)
+
+
+@pytest.fixture(scope='session')
+def digits_checkpoints(digits_det_runs, tiny_digits, tiny_digits_cls, tmp_path_factory):
+    """Checkpoints of the three digits configs: detection from
+    :func:`digits_det_runs` (iteration DET_ITERS), segmentation and
+    classification of one iteration each (trained side by side). Returns
+    dict(checkpoints={config: path}, det_root=..., cls_root=..., det_image=one
+    detection val image)."""
+    root = tmp_path_factory.mktemp('digits_checkpoints')
+    runs = {}
+    for name, config, data_root in (('seg', SEG_DIGITS_CONFIG, tiny_digits),
+                                    ('cls', CLS_DIGITS_CONFIG, tiny_digits_cls)):
+        log = root / f'{name}.log'
+        runs[config] = (start_training(train_command(root / name, one_iteration(data_root),
+                                                     config=config), log),
+                        log, root / name / 'iter_1.pth')
+    checkpoints = {DIGITS_CONFIG: str(digits_det_runs['reference'] / f'iter_{DET_ITERS}.pth')}
+    for config, (process, log, checkpoint) in runs.items():
+        code, text = finish_training(process, log)
+        assert code == 0, text[-5000:]
+        checkpoints[config] = str(checkpoint)
+    val = osp.join(tiny_digits, 'val')
+    return dict(checkpoints=checkpoints, det_root=tiny_digits, cls_root=tiny_digits_cls,
+                det_image=osp.join(val, sorted(os.listdir(val))[0]))
+
+
 @pytest.fixture(scope='session')
 def standins(tmp_path_factory):
     """Stand-ins for COCO 2017, ADE20K and ImageNet in their real layouts
@@ -224,24 +360,3 @@ def tiny_cls_options(data_root, max_iters=2, validate=False):
         f'default_hooks.checkpoint.interval={max_iters}', 'default_hooks.logger.interval=1',
         f'param_scheduler.0.end={max_iters // 2}', f'param_scheduler.1.begin={max_iters // 2}',
         f'param_scheduler.1.end={max_iters}']
-
-
-@pytest.fixture(scope='session')
-def digits_checkpoints(tiny_digits, tiny_digits_cls, tmp_path_factory):
-    """One training iteration of the digits detection, segmentation and
-    classification configs with ``tools/train.py``: their checkpoints
-    (``checkpoints``: config -> path), the detection/segmentation and the
-    classification data roots and one detection val image."""
-    cls_root = tiny_digits_cls
-    runs = {DIGITS_CONFIG: one_iteration(tiny_digits),
-            SEG_DIGITS_CONFIG: one_iteration(tiny_digits),
-            CLS_DIGITS_CONFIG: one_iteration(cls_root)}
-    checkpoints = {}
-    for config, options in runs.items():
-        work_dir = tmp_path_factory.mktemp('train')
-        subprocess.run(train_command(work_dir, options, config=config), check=True, cwd=REPO,
-                       stdout=subprocess.DEVNULL)
-        checkpoints[config] = str(work_dir / 'iter_1.pth')
-    return dict(checkpoints=checkpoints, det_root=tiny_digits, cls_root=cls_root,
-                det_image=osp.join(tiny_digits, 'val', sorted(os.listdir(
-                    osp.join(tiny_digits, 'val')))[0]))

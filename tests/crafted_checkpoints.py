@@ -6,8 +6,19 @@ zip format, named like a real checkpoint. ``ATTACKS`` maps a name to
 ``(builder, refusal)``: ``builder(marker)`` returns the pickle bytes (the
 payload would create the file ``marker``), ``refusal`` is a regular
 expression that the refusal message must match, naming the step refused.
+
+Positive controls: ``python tests/crafted_checkpoints.py TMP_DIR`` loads
+every file with the raw objects it names allow-listed as they are
+(``getattr``, ``HistoryBuffer``, ``numpy.ndarray``, ``numpy.dtype`` and its
+float64 class, numpy's ``_reconstruct``: :func:`_raw_globals`), checks that each does what its
+docstring claims (:data:`CLAIMS`; the payloads only write files in
+``TMP_DIR``), and prints one JSON line ``{attack: what it did}``. Run it in
+a fresh process without ``lightvit_mm``: the attacks alter the process.
 """
+import json
+import os
 import struct
+import sys
 
 import torch
 
@@ -124,8 +135,8 @@ def history_buffer_statistics(marker):
 
 
 def numpy_object_dtype(marker):
-    """A float dtype whose state (BUILD) claims object fields and flags, then
-    an array whose raw bytes would be read as object pointers."""
+    """A float dtype whose state (BUILD) sets the object flag (no fields),
+    then an array with it whose raw bytes numpy takes for object pointers."""
     dtype = build(call(glob('numpy', 'dtype'), text('f8'), b'\x89', b'\x88'),
                   tup(num(3), text('<'), b'N', b'N', b'N', num(8), num(8), num(1)))
     empty = call(glob('numpy.core.multiarray', '_reconstruct'), glob('numpy', 'ndarray'),
@@ -158,3 +169,98 @@ def write_checkpoint(path, pickle_bytes):
         writer.write_record(name, data, len(data))
     writer.write_end_of_file()
     return str(path)
+
+
+# -- positive controls: what each attack does when the raw objects are allowed
+def _raw_globals():
+    import _codecs
+
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    return [getattr, HistoryBuffer, np.ndarray, np.dtype, type(np.dtype('f8')), _codecs.encode,
+            (multiarray._reconstruct, 'numpy.core.multiarray._reconstruct')]
+
+
+def _claim_getattr_self(result, marker):
+    return marker.read_text() == 'pwned' and 'payload ran: eval wrote the marker file'
+
+
+def _claim_function_globals(result, marker):
+    from mmengine.logging import HistoryBuffer
+    return type(torch._utils.torch) is HistoryBuffer and 'torch._utils.torch replaced'
+
+
+def _claim_subclasses_walk(result, marker):
+    from mmengine.logging import HistoryBuffer
+    return HistoryBuffer in result[0]() and 'object.__subclasses__() returned'
+
+
+def _claim_numpy_attribute(result, marker):
+    import numpy as np
+    result[0](np.arange(3.), str(marker))
+    return marker.stat().st_size == 24 and 'ndarray.tofile wrote a file'
+
+
+def _claim_module_dict_setitem(result, marker):
+    from mmengine.logging import history_buffer
+    return history_buffer.np == {} and 'mmengine.logging.history_buffer.np replaced'
+
+
+def _claim_history_buffer_attributes(result, marker):
+    return result[0].nn == {} and 'HistoryBuffer got the attribute nn'
+
+
+def _claim_history_buffer_statistics(result, marker):
+    from mmengine.logging import HistoryBuffer
+    return (HistoryBuffer._statistics_methods['mean'] is torch._utils._rebuild_tensor_v2
+            and "HistoryBuffer's class-wide 'mean' replaced")
+
+
+def _claim_numpy_object_dtype(result, marker):
+    array = result[0]
+    _KEEP.append(array)  # never freed: freeing would dereference the fake pointers
+    return (array.dtype.hasobject and array.dtype.kind == 'f'
+            and 'float array with the object flag (its bytes are pointers)')
+
+
+_KEEP = []
+#: attack -> check(loaded result, marker path) -> description of the effect, or False
+CLAIMS = {name: globals()[f'_claim_{name}'] for name in ATTACKS}
+
+
+def _restore():
+    """Undo what the attacks change in the process."""
+    import numpy as np
+    from mmengine.logging import HistoryBuffer, history_buffer
+    vars(torch._utils)['torch'] = torch
+    history_buffer.np = np
+    HistoryBuffer._statistics_methods['mean'] = HistoryBuffer.mean
+
+
+def run_controls(tmp_dir):
+    """{attack: effect} for every attack read with :func:`_raw_globals`
+    allow-listed; a failed claim or load gives its error text."""
+    import pathlib
+    torch.serialization.add_safe_globals(_raw_globals())
+    effects = {}
+    for name, (builder, _) in ATTACKS.items():
+        marker = pathlib.Path(tmp_dir) / f'{name}.marker'
+        path = write_checkpoint(pathlib.Path(tmp_dir) / f'{name}.ckpt', builder(marker))
+        result, load_error = None, ''
+        try:
+            try:
+                result = torch.load(path)
+            except Exception as error:  # getattr_self's payload breaks torch's own rebuild
+                load_error = f' (load: {type(error).__name__}: {str(error)[:300]})'
+            effects[name] = CLAIMS[name](result, marker) or 'claim not met' + load_error
+        except Exception as error:
+            effects[name] = f'{type(error).__name__}: {error}{load_error}'
+        finally:
+            _restore()
+    return effects
+
+
+if __name__ == '__main__':
+    print(json.dumps(run_controls(sys.argv[1])), flush=True)
+    os._exit(0)  # skip freeing the object-flagged array

@@ -3,7 +3,7 @@ import os.path as osp
 
 import pytest
 import torch
-from conftest import DATA
+from conftest import DATA, load_official_backbone
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lightvit_mm.models import LightViT
@@ -176,6 +176,49 @@ def test_matches_official_outputs(official_vectors, mini_arch, case):
     for out, ref in zip(outs, refs):
         assert out.shape == ref.shape
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('case', ['det', 'det_even'])
+def test_matches_official_outputs_at_trained_scale(official_vectors_v2, mini_arch, case):
+    """The v2 vectors: every weight at a trained-like scale, our own
+    relative-position index (not the official buffer); 200x264 needs window
+    padding and odd-size patch merging, 224x224 neither."""
+    suffix = '_even' if case == 'det_even' else ''
+    ref = official_vectors_v2
+    model = LightViT(arch=mini_arch, window_size=ref['arch']['window_size'])
+    load_official_backbone(model, ref['det_state_dict']).eval()
+    with torch.no_grad():
+        outs = model(ref[f'det_input{suffix}'])
+    assert len(outs) == len(ref[f'det_outputs{suffix}']) == 3
+    for out, expected in zip(outs, ref[f'det_outputs{suffix}']):
+        assert out.shape == expected.shape
+        assert expected.abs().max() > 1  # far from init scale (v1: about 1)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def official_index(window_size):
+    """The official ``get_relative_position_index`` (hunto/LightViT
+    ``detection/lightvit.py``), restated pair by pair: window positions
+    p = (row, col) and q = (row2, col2) in row-major order index the bias
+    table at ``(row - row2 + ws - 1) * (2 ws - 1) + (col - col2 + ws - 1)``."""
+    ws = window_size
+    cells = [(row, col) for row in range(ws) for col in range(ws)]
+    return torch.tensor([[(row - row2 + ws - 1) * (2 * ws - 1) + (col - col2 + ws - 1)
+                          for row2, col2 in cells] for row, col in cells])
+
+
+@pytest.mark.parametrize('window_size', [1, 2, 3, 7])
+def test_relative_position_index_matches_official(window_size, official_vectors_v2):
+    from lightvit_mm.models.backbones.lightvit import relative_position_index
+    ours = relative_position_index(window_size)
+    assert ours.dtype == torch.long
+    assert torch.equal(ours.view(window_size**2, -1), official_index(window_size))
+    if window_size == 7:  # the buffers the official code saved
+        saved = [v for k, v in official_vectors_v2['det_state_dict'].items()
+                 if k.endswith('relative_position_index')]
+        assert saved and all(torch.equal(ours.view_as(v), v) for v in saved)
+        model = LightViT(arch='tiny', window_size=7)
+        assert torch.equal(model.stages[0][0].attn.relative_position_index, ours)
 
 
 @pytest.mark.parametrize('as_list', [False, True])

@@ -5,13 +5,12 @@ Each case asserts that the message names what was wrong and, where the
 message has it, what is accepted. ``pytest tests/test_bad_input.py -s``
 prints every message.
 
-NaN/Inf during training (the last tests) raise nothing by default: see
-:func:`test_nan_input_in_training_corrupts_weights_silently_by_default`.
+The last test: a non-finite pixel makes its whole image's features NaN, and
+only its image's.
 """
 import argparse
 import os.path as osp
 import re
-import types
 
 import pytest
 import torch
@@ -241,88 +240,21 @@ def test_bad_input_gives_clear_error(name, tmp_path):
         assert re.search(pattern, message), f'{pattern!r} not in {message!r}'
 
 
-def test_at_least_twelve_kinds():
-    assert len(CASES) >= 12
-
-
-# --- NaN / Inf during training ---------------------------------------------------
-# mmengine 0.10.7 has no check for non-finite losses by default: the Runner's
-# train step backpropagates a NaN loss and AdamW writes NaN into the weights,
-# the log shows "loss: nan" and training goes on. What exists:
-# - OptimWrapper(clip_grad=dict(max_norm=..., error_if_nonfinite=True)):
-#   torch's clip_grad_norm_ raises before the optimizer step (tested below);
-# - mmdet's CheckInvalidLossHook(interval=k): asserts a finite loss every k
-#   iterations; its AssertionError has no message (it logs "loss become
-#   infinite or NaN!" at INFO level instead);
-# - mmengine's EarlyStoppingHook(check_finite=True) watches a validation
-#   metric, not the training loss.
-# In LightViT a single non-finite pixel reaches every token through the
-# global tokens (global aggregation attends to the whole image), so one bad
-# image makes the whole batch's loss NaN.
-@pytest.fixture(scope='module')
-def detector():
-    """The digits Mask R-CNN (LightViT-T), its initial weights and a batch
-    maker: one 64x64 image with one box and mask, ``value`` pasted in."""
-    import numpy as np
-    from conftest import DIGITS_CONFIG
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
-    from mmengine.config import Config
-    from mmengine.structures import InstanceData
-    cfg = Config.fromfile(DIGITS_CONFIG)
+# --- NaN / Inf -------------------------------------------------------------------
+# mmengine does not stop on a non-finite loss by default (docs/robustness.md
+# names the opt-in: clip_grad's error_if_nonfinite). What is LightViT's own:
+# a non-finite pixel reaches every token of its image through the global
+# tokens (global aggregation attends to the whole image), and no other image
+# of the batch.
+@pytest.mark.parametrize('value', [float('nan'), float('inf')])
+def test_non_finite_pixel_spreads_over_its_image_only(value):
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = LightViT(arch=MINI).eval()
     model.init_weights()
-    model.train()
-
-    def batch(value):
-        image = torch.randint(0, 256, (3, 64, 64)).float()
-        image[:, 10:14, 10:14] = value
-        sample = DetDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64),
-                                             scale_factor=(1., 1.)))
-        masks = np.zeros((1, 64, 64), np.uint8)
-        masks[0, 10:38, 10:38] = 1
-        sample.gt_instances = InstanceData(
-            bboxes=torch.tensor([[10., 10., 38., 38.]]), labels=torch.tensor([3]),
-            masks=BitmapMasks(masks, 64, 64))
-        return dict(inputs=[image], data_samples=[sample])
-
-    return model, {k: v.clone() for k, v in model.state_dict().items()}, batch
-
-
-def all_finite(model):
-    return all(torch.isfinite(p).all() for p in model.parameters())
-
-
-def test_nan_input_in_training_corrupts_weights_silently_by_default(detector):
-    from mmdet.engine.hooks import CheckInvalidLossHook
-    from mmengine.logging import MMLogger
-    from mmengine.optim import build_optim_wrapper
-    model, initial, batch = detector
-    model.load_state_dict(initial)
-    optim_wrapper = build_optim_wrapper(model, dict(
-        type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3)))
-    log_vars = model.train_step(batch(float('nan')), optim_wrapper)  # no error
-    assert torch.isnan(log_vars['loss'])
-    assert not all_finite(model)  # the step wrote NaN into the weights
-    # mmdet's opt-in check raises, but with an empty message.
-    runner = types.SimpleNamespace(iter=0, logger=MMLogger.get_current_instance())
-    with pytest.raises(AssertionError) as info:
-        CheckInvalidLossHook(interval=1).after_train_iter(
-            runner, 0, outputs=dict(loss=log_vars['loss']))
-    print(f'\n[NaN input, CheckInvalidLossHook] AssertionError: {str(info.value)!r}')
-    assert str(info.value) == 'None'  # the message is logger.info(...)'s return value
-
-
-def test_inf_input_in_training_stops_with_clip_grad_error_if_nonfinite(detector):
-    from mmengine.optim import build_optim_wrapper
-    model, initial, batch = detector
-    model.load_state_dict(initial)
-    optim_wrapper = build_optim_wrapper(model, dict(
-        type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3),
-        clip_grad=dict(max_norm=35, error_if_nonfinite=True)))
-    with pytest.raises(RuntimeError) as info:
-        model.train_step(batch(float('inf')), optim_wrapper)
-    print(f'\n[Inf input, clip_grad error_if_nonfinite] RuntimeError: {info.value}')
-    assert re.search(r'total norm of order 2.0 for gradients .* is non-finite', str(info.value))
-    assert all_finite(model)  # raised before the optimizer step
+    x = torch.rand(2, 3, 64, 96)
+    x[0, :, 5, 90] = value  # one pixel, in one window of stage 0
+    with torch.no_grad():
+        outs = model(x)
+    for out in outs:
+        assert torch.isnan(out[0]).all()
+        assert torch.isfinite(out[1]).all()

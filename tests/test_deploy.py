@@ -4,16 +4,18 @@
   outputs and gradients of q, k, v and the position bias equal autograd's
   through the official formula ``softmax(q k^T * scale + bias) v``, and the
   whole backbone, trained with it, still reproduces the official outputs
-  (1e-5) with gradients equal to those of the official formula (1e-4 relative).
+  (v2 vectors, 1e-5) with gradients equal to those of the official formula
+  (1e-4 relative).
 - ``LightViT.switch_to_deploy``: folded stem BatchNorms and a fixed position
   bias give the eval model's outputs within 1e-4, at sizes with and without
-  window padding; the deployed model refuses training and compiles in one graph.
+  window padding, and the official v2 outputs within 2e-5; the deployed
+  model refuses training and compiles in one graph.
 """
 import pytest
 import torch
 import torch._dynamo
 import torch.nn.functional as F
-from conftest import backbone_grads
+from conftest import backbone_grads, load_official_backbone
 
 from lightvit_mm import LightViT
 from lightvit_mm.models.backbones import lightvit as lightvit_module
@@ -85,15 +87,18 @@ def test_window_attention_function_in_half_precision(monkeypatch):
         assert relative_error(ours.double(), reference.double()) < 2e-2
 
 
-def test_training_path_matches_official(official_vectors, mini_arch, monkeypatch):
-    model = LightViT(arch=mini_arch, window_size=official_vectors['arch']['window_size'],
-                     drop_path_rate=0.)
-    model.load_state_dict(official_vectors['det_state_dict'], strict=True)
-    x = official_vectors['det_input']  # needs window padding
+def official_v2_model(reference, mini_arch, **kwargs):
+    model = LightViT(arch=mini_arch, window_size=reference['arch']['window_size'], **kwargs)
+    return load_official_backbone(model, reference['det_state_dict'])
+
+
+def test_training_path_matches_official(official_vectors_v2, mini_arch, monkeypatch):
+    model = official_v2_model(official_vectors_v2, mini_arch, drop_path_rate=0.)
+    x = official_vectors_v2['det_input']  # needs window padding
     # With grad enabled the window attention takes the custom function; in eval
     # mode (BatchNorm statistics) the outputs are the official vectors.
     with torch.enable_grad():
-        for out, ref in zip(model.eval()(x), official_vectors['det_outputs']):
+        for out, ref in zip(model.eval()(x), official_vectors_v2['det_outputs']):
             assert out.requires_grad
             torch.testing.assert_close(out.detach(), ref, atol=1e-5, rtol=0)
     model.train()
@@ -118,6 +123,18 @@ def _randomise_batchnorms(model):
             module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
             module.weight.data.copy_(torch.randn(n, generator=generator))
             module.bias.data.copy_(torch.randn(n, generator=generator))
+
+
+@pytest.mark.parametrize('case', ['', '_even'])
+def test_deploy_mode_matches_official(official_vectors_v2, mini_arch, case):
+    """The deployed model (folded stem BatchNorms, fixed position bias built
+    from our own index) reproduces the official v2 outputs."""
+    model = official_v2_model(official_vectors_v2, mini_arch).eval()
+    model.switch_to_deploy()
+    with torch.no_grad():
+        outs = model(official_vectors_v2[f'det_input{case}'])
+    for out, ref in zip(outs, official_vectors_v2[f'det_outputs{case}']):
+        torch.testing.assert_close(out, ref, atol=2e-5, rtol=0)
 
 
 @pytest.mark.parametrize('out_type', ['featmap', 'raw'])

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import REPO, load_tool
+from conftest import REPO, load_official_backbone, load_tool
 
 ort = pytest.importorskip('onnxruntime', reason='onnxruntime is not installed '
                           "(pip install -e '.[tests]')")
@@ -80,3 +80,26 @@ def test_backbone_with_neck_in_process(tool, tmp_path):
         warnings.simplefilter('ignore')
         tool.export(model, path, (200, 264))
     compare(model, path, [(224, 224), (200, 264), (33, 47)])
+
+
+def test_official_v2_weights_through_onnx(tool, tmp_path, official_vectors_v2, mini_arch):
+    """Backbone and FPN with the official v2 weights (our own position index),
+    exported from a 200x264 example: onnxruntime gives the official FPN
+    outputs at 200x264 (padding) and at 2x224x224 (none)."""
+    from lightvit_mm import LightViT, LightViTFPN
+    ref = official_vectors_v2
+    backbone = LightViT(arch=mini_arch, window_size=ref['arch']['window_size'])
+    load_official_backbone(backbone, ref['det_state_dict'])
+    neck = LightViTFPN(**ref['fpn_cfg'])
+    neck.load_state_dict(ref['fpn_state_dict'], strict=True)
+    model = tool.BackboneWithNeck(backbone, neck).eval()
+    path = str(tmp_path / 'mini_fpn.onnx')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        tool.export(model, path, (200, 264))
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    for case in ('', '_even'):
+        got = session.run(None, {'input': ref[f'det_input{case}'].numpy()})
+        assert len(got) == len(ref[f'fpn_outputs{case}']) == 5
+        for g, expected in zip(got, ref[f'fpn_outputs{case}']):
+            torch.testing.assert_close(torch.from_numpy(g), expected, atol=5e-5, rtol=0)

@@ -1,7 +1,8 @@
 import pytest
 import torch
+from conftest import load_official_backbone
 
-from lightvit_mm.models import LightViTFPN
+from lightvit_mm.models import LightViT, LightViTFPN
 
 
 def backbone_maps(batch=1, size=(50, 66), widths=(64, 128, 256)):
@@ -50,3 +51,34 @@ def test_errors():
     neck = LightViTFPN([64, 128, 256], 256, num_outs=5)
     with pytest.raises(ValueError, match='expects 3 input levels'):
         neck(backbone_maps()[:2])
+
+
+def official_fpn(reference):
+    neck = LightViTFPN(**reference['fpn_cfg'])
+    neck.load_state_dict(reference['fpn_state_dict'], strict=True)
+    return neck.eval()
+
+
+@pytest.mark.parametrize('case', ['', '_even'])
+def test_matches_official_fpn(official_vectors_v2, case):
+    """The official ``LightViTFPN`` (hunto/LightViT ``detection/lightvit_fpn.py``)
+    on the official backbone's v2 features: same outputs, strides 4 to 64."""
+    ref = official_vectors_v2
+    neck = official_fpn(ref)
+    with torch.no_grad():
+        outs = neck(ref[f'det_outputs{case}'])
+    assert len(outs) == len(ref[f'fpn_outputs{case}']) == 5
+    for out, expected in zip(outs, ref[f'fpn_outputs{case}']):
+        assert out.shape == expected.shape
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_backbone_and_fpn_match_official_end_to_end(official_vectors_v2, mini_arch):
+    ref = official_vectors_v2
+    backbone = LightViT(arch=mini_arch, window_size=ref['arch']['window_size'])
+    load_official_backbone(backbone, ref['det_state_dict']).eval()
+    neck = official_fpn(ref)
+    with torch.no_grad():
+        outs = neck(backbone(ref['det_input']))
+    for out, expected in zip(outs, ref['fpn_outputs']):
+        torch.testing.assert_close(out, expected, atol=2e-5, rtol=0)

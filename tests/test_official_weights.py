@@ -1,7 +1,5 @@
 """Loading official LightViT checkpoints in every released format."""
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -81,23 +79,27 @@ def test_detection_checkpoint_through_init_cfg_gives_official_outputs(
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
-def test_global_token_count(tmp_path, mini_arch, official_vectors):
+def test_global_token_count(tmp_path, mini_arch, official_vectors_v2):
     path = str(tmp_path / 'det.pth')
-    torch.save(official_vectors['det_state_dict'], path)
+    torch.save(official_vectors_v2['det_state_dict'], path)
     with pytest.raises(ValueError, match=r"has 4 global tokens .* the model 10 .*"
                        r"num_tokens=4.*global_token_init='repeat'"):
         pretrained_model(dict(mini_arch, num_tokens=10), path)
     tiled = pretrained_model(dict(mini_arch, num_tokens=10), path,
                              global_token_init='repeat').eval()
-    tokens = official_vectors['det_state_dict']['global_token']
+    tokens = official_vectors_v2['det_state_dict']['global_token']
     assert torch.equal(tiled.global_token, torch.cat([tokens, tokens, tokens[:, :2]], 1))
-    # Whole copies keep the network's function: 8 tokens = 2 x the checkpoint's 4.
+    # Whole copies nearly keep the network's function (v2 weights, outputs of
+    # scale 3): 8 tokens = 2 x 4 give the attentions of 4, and only the FFN's
+    # bi-dimensional attention, a mean over all tokens, sees the copies ...
     doubled = pretrained_model(dict(mini_arch, num_tokens=8), path,
                                global_token_init='repeat').eval()
+    x, refs = official_vectors_v2['det_input_even'], official_vectors_v2['det_outputs_even']
     with torch.no_grad():
-        outs = doubled(official_vectors['det_input_even'])
-    for out, ref in zip(outs, official_vectors['det_outputs_even']):
-        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+        outs, partial = doubled(x), tiled(x)
+    assert 1e-5 < max(float((o - r).abs().max()) for o, r in zip(outs, refs)) < 5e-3
+    # ... a partial copy (10 = 4 + 4 + 2) weighs tokens 1-2 more in every attention.
+    assert max(float((o - r).abs().max()) for o, r in zip(partial, refs)) > 3e-2
 
 
 def test_errors(tmp_path, mini_arch, cls_state):
@@ -140,16 +142,14 @@ def test_infer_arch(official_vectors, mini_arch):
 
 
 @pytest.mark.parametrize('target', ['mmpretrain', 'backbone'])
-def test_converter(tmp_path, official_vectors, mini_arch, target):
+def test_converter(tmp_path, official_vectors, mini_arch, target, capsys):
     src = str(tmp_path / 'official.ckpt')
     torch.save({'epoch': 1, 'model': official_vectors['cls_state_dict'],
                 'ema_model': official_vectors['cls_state_dict']}, src)
     dst = str(tmp_path / 'out' / 'converted.pth')
-    tool = osp.join(REPO, 'tools/model_converters/lightvit_official_to_mm.py')
-    run = subprocess.run([sys.executable, tool, src, dst, '--to', target],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    assert 'outputs verified equal' in run.stdout
+    tool = load_tool('tools/model_converters/lightvit_official_to_mm.py')
+    tool.main([src, dst, '--to', target])
+    assert 'outputs verified equal' in capsys.readouterr().out
     state = torch.load(dst, weights_only=True)['state_dict']
     if target == 'mmpretrain':
         expected = official_to_mmpretrain(official_vectors['cls_state_dict'])
@@ -159,8 +159,9 @@ def test_converter(tmp_path, official_vectors, mini_arch, target):
         model = LightViT(arch=mini_arch)
         model.load_pretrained(dst)
         assert_loaded(model, backbone_keys(official_vectors['cls_state_dict']))
-    again = subprocess.run([sys.executable, tool, src, dst], capture_output=True, text=True)
-    assert again.returncode != 0 and 'pass --force' in again.stderr
+    with pytest.raises(SystemExit) as again:
+        tool.main([src, dst])
+    assert again.value.code != 0 and 'pass --force' in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['converted.pth']
 
 

@@ -3,8 +3,11 @@ layout (COCO 2017, ADEChallengeData2016, ImageNet with meta/*.txt): 2 training
 iterations, then validation by the config's own evaluator, all through
 ``tools/train.py --data-root``.
 
-Only data paths, dataset sizes (2 train / 2 val images, the schedule cut to
-2 iterations) and the backbone's ``init_cfg`` (no download) are overridden;
+Besides a valid metric, each run checks that the backbone got normalised
+images and that its weights moved (so a zero learning rate, a frozen backbone
+or a lost normalisation fail). Only data paths, dataset sizes (2 train / 2
+val images, the schedule cut to 2 iterations) and the backbone's
+``init_cfg`` (no download) are overridden;
 the pipelines, models, evaluators and hooks are the configs' own. An untrained
 detector scores every box about 1/81 (Mask R-CNN's softmax) or 0.01
 (RetinaNet's prior) and keeps none at the configs' ``score_thr`` 0.05, so the
@@ -16,6 +19,7 @@ import os
 import os.path as osp
 
 import pytest
+import torch
 from conftest import REPO, load_tool
 
 NO_DOWNLOAD = 'model.backbone.init_cfg=None'
@@ -41,32 +45,59 @@ RUNS = {
 
 def train_and_validate(config, data_root, work_dir, options):
     """``tools/train.py CONFIG --data-root DATA_ROOT --work-dir WORK_DIR
-    --cfg-options OPTIONS`` in this process; the number of iterations trained
-    and the metrics of the one validation (from mmengine's
-    ``<timestamp>/vis_data/scalars.json``).
+    --cfg-options OPTIONS`` in this process: the Runner, the metrics of the
+    one validation (from mmengine's ``<timestamp>/vis_data/scalars.json``),
+    the backbone's state before the first iteration (after weight init and
+    any checkpoint load) and the images the backbone got in training.
 
     Each run gets a visualizer of its own name: mmengine keeps one visualizer
     per name and process (``ManagerMixin``), and the packages' runtimes all
     name theirs 'visualizer', so a second run in the process would otherwise
     log into the first run's folder."""
     import glob
-    runner = load_tool('tools/train.py').main([
-        osp.join(REPO, config), '--data-root', data_root, '--work-dir', str(work_dir),
-        '--cfg-options', *options, f'visualizer.name={work_dir}'])
+
+    from mmengine.runner import Runner
+    seen = dict(inputs=[])
+    load_or_resume = Runner.load_or_resume
+
+    def snapshot_before_training(runner):
+        load_or_resume(runner)
+        backbone = runner.model.backbone
+        seen['initial'] = {k: v.clone() for k, v in backbone.state_dict().items()}
+        backbone.register_forward_pre_hook(
+            lambda module, args: seen['inputs'].append(args[0].detach().clone())
+            if module.training else None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Runner, 'load_or_resume', snapshot_before_training)
+        runner = load_tool('tools/train.py').main([
+            osp.join(REPO, config), '--data-root', data_root, '--work-dir', str(work_dir),
+            '--cfg-options', *options, f'visualizer.name={work_dir}'])
     (path, ) = glob.glob(osp.join(str(work_dir), '*', 'vis_data', 'scalars.json'))
     with open(path) as f:
         records = [json.loads(line) for line in f if line.strip()]
     (metrics, ) = [r for r in records if 'loss' not in r and 'lr' not in r]
-    return runner.iter, metrics
+    return runner, metrics, seen
 
 
 @pytest.mark.parametrize('name', RUNS)
 def test_paper_config_trains_and_evaluates(name, standins, tmp_path):
     config, standin, options, metrics = RUNS[name]
-    iters, scores = train_and_validate(config, standins[standin], tmp_path, options)
-    assert iters == 2
+    runner, scores, seen = train_and_validate(config, standins[standin], tmp_path, options)
+    assert runner.iter == 2
     for key in metrics:
         assert 0 <= scores[key] <= 100, (key, scores)
+    # The backbone got normalised images (ImageNet mean/std: |x| <= 2.7, where
+    # unnormalised pixels reach 255) ...
+    assert len(seen['inputs']) == 2
+    for x in seen['inputs']:
+        assert x.dim() == 4 and x.shape[1] == 3
+        assert 0.3 < float(x.std()) and float(x.abs().max()) < 3, (x.std(), x.abs().max())
+    # ... and it trained: the optimizer moved its weights (a zero learning
+    # rate or a frozen backbone leaves them all in place).
+    final = runner.model.backbone.state_dict()
+    moved = {k for k, v in seen['initial'].items() if not torch.equal(final[k], v)}
+    params = {k for k, _ in runner.model.backbone.named_parameters()}
+    assert len(moved & params) >= 0.9 * len(params), sorted(params - moved)[:10]
 
 
 def test_wrong_data_root_fails_before_training(tmp_path):

@@ -2,63 +2,24 @@
 after its checkpoint of iteration K resumes with ``tools/train.py --resume``
 and ends exactly where an uninterrupted run with the same seed ends.
 
-The runs use :class:`lightvit_mm.engine.hooks.RNGStateHook` (added by a two-line
-config inheriting the digits config): mmengine restores weights, optimizer,
-schedulers, message hub and data order, but not the random generators, so
+The runs (conftest.digits_det_runs, shared with other tests) use
+:class:`lightvit_mm.engine.hooks.RNGStateHook` (in the digits config):
+mmengine restores weights, optimizer, schedulers, message hub and data
+order, but not the random generators, so
 without the hook the resumed iterations draw other drop-path masks and other
 RPN/RoI samples than the uninterrupted run (measured: other losses from the
 first resumed iteration on). With it, and on the CPU (deterministic kernels,
 one thread per process in every run), the final weights are bit-identical.
 """
-import os
-import os.path as osp
+import re
 import signal
-import subprocess
-import time
 
-import pytest
 import torch
-from conftest import DIGITS_CONFIG, REPO, read_scalars, tiny_digits_options, train_command
+from conftest import DET_ITERS, DET_KILL_AT, read_scalars
 
 from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
 
-MAX_ITERS, KILL_AT = 4, 2  # KILL_AT < iterations per epoch (8 images / batch 2)
-TIMEOUT = 600
-
-
-def start(command, log_path, env):
-    with open(log_path, 'w') as log:  # the child keeps its own handle
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                env=env)
-
-
-def finish(process, log_path):
-    try:
-        process.wait(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    with open(log_path) as f:
-        return process.returncode, f.read()
-
-
-def wait_for_checkpoint(process, work_dir, name, log_path):
-    """Poll until ``last_checkpoint`` names ``name``: the CheckpointHook writes
-    it after the checkpoint file is complete."""
-    pointer = osp.join(work_dir, 'last_checkpoint')
-    deadline = time.time() + TIMEOUT
-    while time.time() < deadline:
-        if osp.exists(pointer):
-            with open(pointer) as f:
-                if f.read().strip().endswith(name):
-                    return
-        if process.poll() is not None:
-            with open(log_path) as f:
-                pytest.fail(f'training exited ({process.returncode}) before writing {name}:\n'
-                            + f.read()[-3000:])
-        time.sleep(0.02)
-    pytest.fail(f'no {name} in {work_dir} after {TIMEOUT} s')
+MAX_ITERS, KILL_AT = DET_ITERS, DET_KILL_AT
 
 
 def load(path):
@@ -93,40 +54,17 @@ def assert_same_checkpoints(resumed, reference):
                 == ref_hub['log_scalars'][key].data[0].tolist()), key
 
 
-def test_resume_after_sigkill_equals_uninterrupted_run(tiny_digits, tmp_path):
-    config = tmp_path / 'digits_rng.py'
-    config.write_text(f'_base_ = {DIGITS_CONFIG!r}\n'
-                      "custom_hooks = [dict(type='RNGStateHook')]\n")
-    options = tiny_digits_options(tiny_digits, max_iters=MAX_ITERS,
-                                  checkpoint_interval=KILL_AT)
-    # One thread per process: the two concurrent runs share the cores
-    # without changing the arithmetic between runs.
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    ref_dir, run_dir = tmp_path / 'uninterrupted', tmp_path / 'interrupted'
-
-    reference = start(train_command(ref_dir, options, config=config),
-                      tmp_path / 'ref.log', env)
-    victim = start(train_command(run_dir, options, config=config),
-                   tmp_path / 'victim.log', env)
-    try:
-        wait_for_checkpoint(victim, run_dir, f'iter_{KILL_AT}.pth', tmp_path / 'victim.log')
-        victim.send_signal(signal.SIGKILL)
-        code, log = finish(victim, tmp_path / 'victim.log')
-        assert code == -signal.SIGKILL, log[-3000:]
-        assert not (run_dir / f'iter_{MAX_ITERS}.pth').exists()
-        killed_at = max(r['iter'] for r in read_scalars(run_dir))
-        assert killed_at == KILL_AT, f'killed late, after iteration {killed_at}'
-
-        resumed = start(train_command(run_dir, options, '--resume', config=config),
-                        tmp_path / 'resumed.log', env)
-        code, log = finish(resumed, tmp_path / 'resumed.log')
-        assert code == 0, log[-5000:]
-    finally:
-        if victim.poll() is None:  # a failure before the kill
-            victim.kill()
-            victim.wait()
-        ref_code, ref_log = finish(reference, tmp_path / 'ref.log')
-    assert ref_code == 0, ref_log[-5000:]
+def test_resume_after_sigkill_equals_uninterrupted_run(digits_det_runs):
+    """The session's two seeded digits runs (conftest.digits_det_runs): the
+    interrupted one was killed right after its checkpoint of iteration
+    KILL_AT and resumed; the reference ran through."""
+    ref_dir, run_dir = digits_det_runs['reference'], digits_det_runs['interrupted']
+    code, log = digits_det_runs['killed_result']
+    assert code == -signal.SIGKILL, log[-3000:]
+    logged = [int(i) for i in re.findall(r'Iter\(train\) \[\s*(\d+)/', log)]
+    assert max(logged) == KILL_AT, f'killed late, after iteration {max(logged)}'
+    code, log = digits_det_runs['resumed_result']
+    assert code == 0, log[-5000:]
 
     # The resumed process started from iteration KILL_AT ...
     assert f'resumed epoch: 0, iter: {KILL_AT}' in log

@@ -4,6 +4,7 @@ training runs open everywhere (our tools and the stock OpenMMLab APIs), and
 crafted files that try to run code or alter the process are refused by every
 reader, with the refused step named."""
 import collections
+import json
 import os
 import os.path as osp
 import pickle
@@ -122,20 +123,31 @@ def test_object_arrays_refused(tmp_path):
 # ---------------------------------------------------------------------------
 # Crafted files: the attacks are real, and every reader refuses them
 # ---------------------------------------------------------------------------
-def test_full_chain_runs_code_with_getattr_allow_listed(tmp_path):
-    """Teeth: with ``builtins.getattr`` and ``HistoryBuffer`` allow-listed as
-    they are (this project's list before the checked stand-ins), the
-    ``getattr_self`` file runs its payload. (A fresh process without
-    ``lightvit_mm``, whose state the attack corrupts.)"""
-    marker = tmp_path / 'pwned'
-    path = write_checkpoint(tmp_path / 'lightvit_tiny_78.7.ckpt',
-                            ATTACKS['getattr_self'][0](marker))
-    code = ('import sys, torch; from mmengine.logging import HistoryBuffer\n'
-            'torch.serialization.add_safe_globals([getattr, HistoryBuffer])\n'
-            'try:\n    torch.load(sys.argv[1])\nexcept Exception:\n    pass\n')
+def test_every_crafted_file_does_what_it_claims_with_raw_objects_allowed(tmp_path):
+    """Positive controls: with the raw objects the files name allow-listed as
+    they are (``getattr``, ``HistoryBuffer``, numpy's ``ndarray``, ``dtype``
+    and ``_reconstruct``: what a naive allow-list for mmengine checkpoints adds),
+    each attack does what it claims: ``getattr_self`` runs its payload (writes
+    a marker file), the others replace module globals, walk every class, get
+    a file-writing method, stuff a HistoryBuffer or its class-wide table, or
+    build an object-flagged float array. In one fresh process without
+    ``lightvit_mm``, whose state the attacks corrupt."""
+    tool = osp.join(REPO, 'tests', 'crafted_checkpoints.py')
     env = dict(os.environ, LIGHTVIT_MM_SAFE_GLOBALS='0')
-    subprocess.run([sys.executable, '-c', code, path], check=True, env=env)
-    assert marker.read_text() == 'pwned'
+    run = subprocess.run([sys.executable, tool, str(tmp_path)], capture_output=True, text=True,
+                         env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    effects = json.loads(run.stdout.strip().splitlines()[-1])
+    assert effects == {
+        'getattr_self': 'payload ran: eval wrote the marker file',
+        'function_globals': 'torch._utils.torch replaced',
+        'subclasses_walk': 'object.__subclasses__() returned',
+        'numpy_attribute': 'ndarray.tofile wrote a file',
+        'module_dict_setitem': 'mmengine.logging.history_buffer.np replaced',
+        'history_buffer_attributes': 'HistoryBuffer got the attribute nn',
+        'history_buffer_statistics': "HistoryBuffer's class-wide 'mean' replaced",
+        'numpy_object_dtype': 'float array with the object flag (its bytes are pointers)'}
+    assert (tmp_path / 'getattr_self.marker').read_text() == 'pwned'
 
 
 def det_data_options(root):
@@ -150,6 +162,13 @@ def det_data_options(root):
 
 def read_with(reader, path, data_root, work_dir):
     """Open checkpoint ``path`` as the reader named ``reader`` does."""
+    if reader == 'mmengine_load_checkpoint':
+        from mmengine.runner import CheckpointLoader
+        CheckpointLoader.load_checkpoint(path, map_location='cpu')
+        return
+    if reader == 'load_checkpoint_file':
+        load_checkpoint_file(path)
+        return
     det_opts = det_data_options(data_root)
     if reader == 'pretrained_init':
         from lightvit_mm.models import LightViT
@@ -210,23 +229,48 @@ READERS = ['pretrained_init', 'converter', 'publish_model', 'tools_test', 'tools
            'mmpretrain_get_model', 'mmdet_tools_test']
 
 
-@pytest.mark.parametrize('attack', sorted(ATTACKS))
-@pytest.mark.parametrize('reader', READERS)
-def test_crafted_file_refused(reader, attack, tiny_digits, tmp_path):
+def assert_process_unaltered(work_dir):
+    """Nothing the attacks aim at was altered by a refused load, and the
+    reader left no half-written file in ``work_dir``."""
+    from mmengine.logging import history_buffer
+    assert torch._utils.torch is torch
+    assert history_buffer.np is np
+    assert all(method is vars(HistoryBuffer).get(name)
+               for name, method in HistoryBuffer._statistics_methods.items())
+    assert not np.dtype('f8').hasobject
+    assert not any(f.endswith('.tmp') or 'unhashed' in f for f in os.listdir(work_dir))
+
+
+def refused(reader, attack, data_root, tmp_path):
+    """Read the crafted file ``attack`` with ``reader``: refused, with the
+    refused step named, no payload run, the process unaltered."""
     builder, refusal = ATTACKS[attack]
     marker = tmp_path / 'pwned'
     path = write_checkpoint(tmp_path / 'lightvit_tiny_78.7.ckpt', builder(marker))
     work_dir = tmp_path / 'work'
     work_dir.mkdir()
     with pytest.raises(BaseException) as info:
-        read_with(reader, path, tiny_digits, work_dir)
+        read_with(reader, path, data_root, work_dir)
     assert re.search(refusal, exception_text(info.value)), exception_text(info.value)
     assert not marker.exists()
-    # Nothing in the process was altered on the way.
-    assert torch._utils.torch is torch
-    assert all(method is vars(HistoryBuffer).get(name)
-               for name, method in HistoryBuffer._statistics_methods.items())
-    assert not any(f.endswith('.tmp') or 'unhashed' in f for f in os.listdir(work_dir))
+    assert_process_unaltered(work_dir)
+
+
+# Every attack through the two code paths that read files: torch.load with the
+# process-wide allow-list (under mmengine's load_checkpoint, which every stock
+# API and our Runner-based tools call) and lightvit-mm's own load_checkpoint_file
+# (the Pretrained init, converters, publish and export tools), which re-raises
+# with how to opt in. The refusal happens inside torch's unpickler in both.
+@pytest.mark.parametrize('attack', sorted(ATTACKS))
+@pytest.mark.parametrize('reader', ['mmengine_load_checkpoint', 'load_checkpoint_file'])
+def test_every_crafted_file_refused(reader, attack, tmp_path):
+    refused(reader, attack, None, tmp_path)
+
+
+# The strongest attack (a complete chain to eval) through every reader.
+@pytest.mark.parametrize('reader', READERS)
+def test_every_reader_refuses_full_chain(reader, tiny_digits, tmp_path):
+    refused(reader, 'getattr_self', tiny_digits, tmp_path)
 
 
 def test_our_reader_says_how_to_opt_in(tmp_path):

@@ -232,8 +232,11 @@ def load_lightvit_weights(model,
         global_token_init (str): What to do when the checkpoint has another
             number of global tokens than the model: ``'strict'`` fails,
             ``'repeat'`` tiles the checkpoint's tokens to the model's
-            count (cut at the end). Tiling keeps the network's function:
-            attention over k identical copies equals attention over one.
+            count (cut at the end). A whole multiple of the checkpoint's
+            count nearly keeps the network's function (attention over k
+            identical copies equals attention over one; only the FFN's
+            mean over all tokens sees the copies); a partial last copy
+            weighs its tokens more and changes it.
             ``'zeros'`` drops the checkpoint's tokens and sets the model's
             to zero: what the released official detection LightViT-T
             (``num_tokens=512``, github.com/hunto/LightViT
