@@ -276,7 +276,11 @@ class LightViTAttention(BaseModule):
         # 2. Global aggregation: global-token queries over the image tokens
         # (their order does not matter), padding masked out.
         q_img, k_img, v_img = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, L, hd)
-        mask = self._valid_tokens(H, W, nWh, nWw, x.device).expand(B, nh, T, -1)
+        # As an additive float mask: a boolean one makes the kernel build a
+        # float copy of the expanded (B, heads, T, L) mask on every call.
+        valid = self._valid_tokens(H, W, nWh, nWw, x.device)
+        mask = torch.zeros(valid.shape, dtype=q_glb.dtype, device=x.device).masked_fill(
+            ~valid, float('-inf')).expand(B, nh, T, -1)
         x_glb = F.scaled_dot_product_attention(q_glb, k_img, v_img, attn_mask=mask)
         x_glb = x_glb.transpose(1, 2).reshape(B, T, C)
 
