@@ -93,6 +93,7 @@ setup(
         # transformers >= 4.52 breaks `import mmpretrain` 1.2.0 (lightvit_mm/registry.py,
         # TRANSFORMERS_BREAKING_MMPRETRAIN); mmpretrain itself does not bound it.
         'mmpretrain': ['mmpretrain>=1.2.0,<1.3.0', 'transformers<4.52'],
+        'deploy': ['onnx', 'onnxruntime', 'onnxscript', 'openvino'],
         'tests': [
             'pytest', 'ruff>=0.17,<0.18', 'build', 'scikit-learn', 'pycocotools', 'onnx',
             'onnxruntime', 'pyyaml', 'tensorboard',

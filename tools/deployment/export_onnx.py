@@ -1,6 +1,6 @@
 # Copyright (c) lightvit-mm contributors. Licensed under the Apache License 2.0.
 """Export the LightViT backbone (optionally with its LightViTFPN neck) to ONNX
-with dynamic batch, height and width, and check it with onnxruntime.
+with dynamic batch, height and width, and check it in onnxruntime and OpenVINO.
 
 The backbone comes from a config (``model.backbone`` / ``model.neck`` of an
 mmdet, mmseg or mmpretrain config) or from an arch name ('t', 'tiny', 's',
@@ -8,20 +8,12 @@ mmdet, mmseg or mmpretrain config) or from an arch name ('t', 'tiny', 's',
 level). Weights: ``--checkpoint`` (an official LightViT checkpoint, or an
 OpenMMLab one with ``backbone.``/``neck.`` prefixes), else random.
 
-How the sizes stay dynamic: the exporter used is torch's TorchScript-based
-one (``torch.onnx.export(dynamo=False)``), which records the padding amounts
-(window padding in the attention, odd-size padding before patch merging) as
-shape arithmetic, but records the Python ``if``s around them
-(lightvit.py ``LightViTAttention.forward``: ``padded``, which pads, masks
-the padding out of the global aggregation and crops;
-``ResidualPatchMerging.forward``: ``if H % 2 or W % 2``) as the branch taken
-for the example input. So the example input must take every padding branch;
-if ``--shape`` does not, the export traces at the nearest larger width (or
-height) that does and says so. The graph then pads by zero (and masks
-nothing) where no padding is needed, and gives the eager outputs at every
-size (checked below).
-torch's newer exporter (``dynamo=True``, needs ``onnxscript``) fails on the
-same ``if``s (torch.export specialises the size); see the project notes.
+How the sizes stay dynamic: torch's exporter (``torch.onnx.export(dynamo=True)``,
+which needs ``onnxscript``) captures the model with ``torch.export`` with
+symbolic batch, height and width. LightViT pads its token grids for the
+windows and before patch merging without a Python ``if`` on the size (the
+padding is 0 where none is needed), so one graph serves every size; the size
+of the example input (``--shape``) does not matter.
 
 The ONNX model does not repeat LightViT's input checks: give it
 (B, 3, H, W) float images of at least 8x8 pixels.
@@ -34,13 +26,13 @@ Examples:
 """
 import argparse
 import logging
-import math
 import os
 import os.path as osp
 import sys
 import warnings
-from typing import List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
@@ -109,73 +101,70 @@ def build_model(source: str, with_neck: bool = False, checkpoint: str = None) ->
     return model.eval()
 
 
-def takes_every_branch(h: int, w: int, backbone: LightViT) -> bool:
-    """Whether an h x w input makes every stage pad its token grid for the
-    windows and every patch merging pad an odd grid."""
-    window = backbone.stages[0][0].attn.window_size
-    h, w = math.ceil(h / backbone.stem_stride), math.ceil(w / backbone.stem_stride)
-    grids = []
-    for _ in range(backbone.num_stages):
-        grids.append((h, w))
-        h, w = math.ceil(h / 2), math.ceil(w / 2)
-    pads = all(gh % window or gw % window for gh, gw in grids)
-    odd = all(gh % 2 or gw % 2 for gh, gw in grids[:-1])
-    return pads and odd
+def export(model: nn.Module, out: str, shape: Sequence[int], opset: int = 18) -> None:
+    """Export to ``out`` (one file) with dynamic batch/height/width, from an
+    example input of ``shape`` (H, W).
 
-
-def trace_shape(shape: Sequence[int], backbone: LightViT) -> Tuple[int, int]:
-    """``shape`` if it takes every padding branch, else the nearest shape with
-    a larger width (or height) that does."""
-    h, w = shape
-    stride = backbone.stem_stride
-    for step in range(0, 4096, stride):
-        if takes_every_branch(h, w + step, backbone):
-            return h, w + step
-        if takes_every_branch(h + step, w, backbone):
-            return h + step, w
-    raise RuntimeError(f'no size near {shape} takes every padding branch')
-
-
-def export(model: nn.Module, out: str, shape: Sequence[int], opset: int = 17) -> Tuple[int, int]:
-    """Export to ``out`` with dynamic batch/height/width; returns the traced size."""
-    backbone = model.backbone if isinstance(model, BackboneWithNeck) else model
-    traced = trace_shape(shape, backbone)
+    Raises:
+        ImportError: ``onnxscript`` (torch's ONNX exporter needs it) is missing.
+    """
+    import onnxscript  # noqa: F401  (a clear error before torch's exporter starts)
+    from torch.export import Dim
     with torch.no_grad():
-        outs = model(torch.zeros(1, 3, *traced))
+        outs = model(torch.zeros(1, 3, *shape))
     names = [f'out{i}' for i in range(len(outs))]
-    axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
-    for name, output in zip(names, outs):  # maps (B, C, H, W), or tokens (B, N, C)
-        axes[name] = ({0: 'batch', 2: f'{name}_height', 3: f'{name}_width'}
-                      if output.dim() == 4 else {0: 'batch', 1: f'{name}_tokens'})
+    min_size = (model.backbone if isinstance(model, BackboneWithNeck) else model).stem_stride
+    sizes = {0: Dim('batch', min=1, max=1024), 2: Dim('height', min=min_size, max=16384),
+             3: Dim('width', min=min_size, max=16384)}
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    with warnings.catch_warnings():
-        # TracerWarnings on the padding ifs (handled by the traced size) and
-        # the legacy exporter's deprecation notice.
-        warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
-        warnings.filterwarnings('ignore', category=DeprecationWarning)
-        torch.onnx.export(model, (torch.randn(2, 3, *traced), ), out, dynamo=False,
-                          input_names=['input'], output_names=names, dynamic_axes=axes,
-                          opset_version=opset, do_constant_folding=True)
-    return traced
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings('ignore', category=FutureWarning)
+        program = torch.onnx.export(model, (torch.randn(2, 3, *shape), ), dynamo=True,
+                                    input_names=['input'], output_names=names,
+                                    dynamic_shapes=(sizes, ), opset_version=opset,
+                                    external_data=False, verbose=False)
+    program.save(out)
 
 
-def verify(model: nn.Module, path: str, shapes: List[Tuple[int, int]]) -> List[float]:
-    """Largest absolute difference between onnxruntime and eager outputs,
-    per input size (batch 2, random images)."""
-    import onnxruntime as ort
-    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+def _runtimes(path: str) -> Dict[str, Callable[[np.ndarray], List[np.ndarray]]]:
+    """``{name: run(images) -> outputs}`` for onnxruntime and OpenVINO (CPU,
+    fp32), each where installed."""
+    runtimes = {}
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        pass
+    else:
+        session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+        runtimes['onnxruntime'] = lambda x: session.run(None, {'input': x})
+    try:
+        import openvino as ov
+    except ImportError:
+        pass
+    else:
+        compiled = ov.Core().compile_model(path, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+        runtimes['openvino'] = lambda x: [compiled(x)[o] for o in compiled.outputs]
+    return runtimes
+
+
+def verify(model: nn.Module, path: str, shapes: List[Tuple[int, int]]) -> Dict[str, List[float]]:
+    """Largest absolute difference between each installed runtime
+    (onnxruntime, OpenVINO) and the eager outputs, per input size (batch 2,
+    random images): ``{runtime: [diff per size]}``."""
     generator = torch.Generator().manual_seed(0)
-    diffs = []
-    for h, w in shapes:
-        x = torch.randn(2, 3, h, w, generator=generator)
-        with torch.no_grad():
-            expected = model(x)
-        got = session.run(None, {'input': x.numpy()})
-        if [tuple(g.shape) for g in got] != [tuple(e.shape) for e in expected]:
-            raise AssertionError(f'{h}x{w}: onnxruntime shapes {[g.shape for g in got]} '
-                                 f'!= eager {[tuple(e.shape) for e in expected]}')
-        diffs.append(max(float((torch.from_numpy(g) - e).abs().max())
-                         for g, e in zip(got, expected)))
+    images = [torch.randn(2, 3, h, w, generator=generator) for h, w in shapes]
+    with torch.no_grad():
+        expected = [model(x) for x in images]
+    diffs = {}
+    for name, run in _runtimes(path).items():
+        diffs[name] = []
+        for (h, w), x, want in zip(shapes, images, expected):
+            got = run(x.numpy())
+            if [tuple(g.shape) for g in got] != [tuple(e.shape) for e in want]:
+                raise AssertionError(f'{h}x{w}: {name} shapes {[g.shape for g in got]} '
+                                     f'!= eager {[tuple(e.shape) for e in want]}')
+            diffs[name].append(max(float((torch.from_numpy(g) - e).abs().max())
+                                   for g, e in zip(got, want)))
     return diffs
 
 
@@ -188,11 +177,12 @@ def parse_args(argv=None):
     parser.add_argument('--shape', nargs=2, type=int, default=[224, 224], metavar=('H', 'W'),
                         help='example input size (default 224 224); the model takes any size')
     parser.add_argument('--checkpoint', help='weights (default: random)')
-    parser.add_argument('--opset', type=int, default=17)
+    parser.add_argument('--opset', type=int, default=18,
+                        help='ONNX opset (default 18, the oldest torch.onnx dynamo=True writes)')
     parser.add_argument('--atol', type=float, default=1e-4,
-                        help='largest accepted |onnxruntime - eager| (default 1e-4)')
+                        help='largest accepted |runtime - eager| (default 1e-4)')
     parser.add_argument('--no-verify', action='store_true',
-                        help='skip the onnxruntime check (done when onnxruntime is installed)')
+                        help='skip the check in onnxruntime and OpenVINO (done where installed)')
     return parser.parse_args(argv)
 
 
@@ -200,25 +190,22 @@ def main(argv=None):
     args = parse_args(argv)
     MMLogger.get_current_instance().setLevel(logging.WARNING)  # init_weights' INFO lines
     model = build_model(args.source, args.with_neck, args.checkpoint)
-    traced = export(model, args.out, args.shape, args.opset)
-    note = '' if traced == tuple(args.shape) else (
-        f' (traced at {traced[0]}x{traced[1]}: {args.shape[0]}x{args.shape[1]} does not take '
-        'every padding branch)')
-    print(f'wrote {args.out}{note}; inputs (batch, 3, height, width), any height/width >= 8')
+    export(model, args.out, args.shape, args.opset)
+    print(f'wrote {args.out}; inputs (batch, 3, height, width), any height/width >= 8')
     if args.no_verify:
         return
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        print('onnxruntime is not installed: not verified')
-        return
-    shapes = list(dict.fromkeys([tuple(args.shape), traced, (224, 224), (200, 264)]))
+    # The example size, one without any padding, and odd ones that pad every grid.
+    shapes = list(dict.fromkeys([tuple(args.shape), (224, 224), (200, 264), (97, 131)]))
     diffs = verify(model, args.out, shapes)
-    for (h, w), diff in zip(shapes, diffs):
-        print(f'onnxruntime vs eager at {h}x{w}: max |diff| {diff:.2e}')
-    if max(diffs) > args.atol:
-        raise SystemExit(f'onnxruntime differs from eager by more than {args.atol}')
-
+    if not diffs:
+        print('neither onnxruntime nor openvino is installed: not verified')
+    for name, per_size in diffs.items():
+        for (h, w), diff in zip(shapes, per_size):
+            print(f'{name} vs eager at {h}x{w}: max |diff| {diff:.2e}')
+    worst = {name: max(per_size) for name, per_size in diffs.items()}
+    over = [name for name, diff in worst.items() if diff > args.atol]
+    if over:
+        raise SystemExit(f'{", ".join(over)} differs from eager by more than {args.atol}')
 
 if __name__ == '__main__':
     main()
