@@ -3,10 +3,9 @@
 *backend model* in mmdeploy's terms) whose predictions are the packages' own
 data samples."""
 import os.path as osp
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModel
 
@@ -133,7 +132,7 @@ class DeployedModel(BaseModel):
             paths = [resolve_inside(work_dir, f) for f in graph['files']]
             paths = [p for p in paths if osp.splitext(p)[1] in ('.onnx', '.xml', '.bin')]
             self.graphs[name] = open_graph(manifest['backend'], paths, num_threads)
-            if graph['kind'] == 'method':
+            if graph['kind'] != 'scores':  # the classifier's scores are the prediction
                 setattr(get_owner(skeleton, graph['owner']), graph['method'],
                         self._runner(name, graph['outputs']))
         keep = {id(m) for m in skeleton.data_preprocessor.modules()}
@@ -147,18 +146,20 @@ class DeployedModel(BaseModel):
     def _runner(self, name: str, outputs):
         """A stand-in for the method graph ``name`` replaces: tensors in,
         backend, tensors out in the method's nesting ``outputs``."""
-        graph = self.graphs[name]
-
         def run(*args):
-            arrays = [t.detach().float().contiguous().numpy() for t in flatten(args)]
-            return unflatten([torch.from_numpy(a) for a in graph(arrays)], outputs)
+            return unflatten(self.run_graph(name, flatten(args)), outputs)
 
         return run
 
     def run_graph(self, name: str, tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-        """The flat outputs of graph ``name`` on ``tensors`` (its flat inputs)."""
+        """The flat outputs of graph ``name`` on ``tensors`` (its flat inputs);
+        a graph exported for one image (``dim0`` '') runs image by image."""
+        graph = self.graphs[name]
         arrays = [t.detach().float().contiguous().numpy() for t in tensors]
-        return [torch.from_numpy(a) for a in self.graphs[name](arrays)]
+        if self.manifest['graphs'][name]['dim0']:
+            return [torch.from_numpy(a) for a in graph(arrays)]
+        outs = [graph([a[i:i + 1] for a in arrays]) for i in range(len(arrays[0]))]
+        return [torch.cat([torch.from_numpy(o[k]) for o in outs]) for k in range(len(outs[0]))]
 
     def test_step(self, data) -> list:
         check_images(data['inputs'] if isinstance(data, dict) else data)

@@ -5,8 +5,9 @@ check the folder against PyTorch (``tools/deployment/export.py``).
 Steps of :func:`export_model`:
 
 1. build the model of the config, load the checkpoint (weights-only,
-   strict), switch the LightViT backbone to deploy mode (folded stem
-   BatchNorms, fixed position bias; eval outputs within 1e-5);
+   strict); on a copy, switch the LightViT backbone to deploy mode (folded
+   stem BatchNorms, fixed position bias; eval outputs within 1e-5) and
+   replace modules the exporter cannot write (:mod:`lightvit_mm.deploy.rewrites`);
 2. run it on the first images of the config's test dataloader, recording
    the inputs of each graph (:mod:`lightvit_mm.deploy.graphs`);
 3. export each graph with torch's exporter (``torch.onnx.export``) at the
@@ -32,9 +33,9 @@ from mmengine.registry import DefaultScope
 
 from .backends import backend_versions, convert_onnx_to_openvino
 from .deployed_model import DeployedModel, fit_input
-from .graphs import (CallRecorder, GraphModule, flatten, get_owner, graph_specs, structure,
-                     task_of)
-from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, TASKS, sha256_of, write_manifest
+from .graphs import CallRecorder, GraphModule, flatten, get_owner, graph_specs, structure, task_of
+from .manifest import FORMAT, FORMAT_VERSION, TASKS, sha256_of, write_manifest
+from .rewrites import rewrite_for_export
 from .safe_config import to_data
 
 #: ONNX opset of the exported graphs (the attention needs >= 14)
@@ -122,19 +123,20 @@ def _at_least_two(args: tuple) -> tuple:
 def export_onnx(module: GraphModule, args: tuple, path: str, dim0: str) -> Tuple[int, int]:
     """Export ``module`` at the example ``args`` to the ONNX file ``path``
     (opset :data:`OPSET`, first dimension of every input and output dynamic,
-    named ``dim0``); return (number of inputs, number of outputs).
+    named ``dim0``, or 1 when ``dim0`` is ''); return (number of inputs,
+    number of outputs).
 
     torch's TorchScript-based exporter is used (``dynamo=False``): it
     records the first dimension symbolically and runs the model as eager
     PyTorch code at the example size, so the backbone's window-padding
     ``if``s take the branch of that size (the export size is static).
     """
-    inputs = flatten(_at_least_two(args))
+    inputs = flatten(_at_least_two(args)) if dim0 else [t[:1] for t in flatten(args)]
     with torch.no_grad():
         outputs = module(*inputs)
     input_names = [f'input{i}' for i in range(len(inputs))]
     output_names = [f'output{i}' for i in range(len(outputs))]
-    dynamic_axes = {name: {0: dim0} for name in input_names + output_names}
+    dynamic_axes = {name: {0: dim0} for name in input_names + output_names} if dim0 else None
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         torch.onnx.export(module, tuple(inputs), path, dynamo=False, opset_version=OPSET,
@@ -202,6 +204,7 @@ def export_model(cfg: Config, checkpoint: Optional[str], backend: str, work_dir:
     export = copy.deepcopy(model)
     if hasattr(getattr(export, 'backbone', None), 'switch_to_deploy'):
         export.backbone.switch_to_deploy()
+    rewrite_for_export(export)
     calls = record(model, specs, batches, task, policy)
     os.makedirs(work_dir, exist_ok=True)
     graphs, files = {}, {}

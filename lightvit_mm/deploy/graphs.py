@@ -44,7 +44,9 @@ class GraphSpec:
             classifier's logits) or 'seg_logits' (``encode_decode`` resized to
             the graph's input size).
         dim0 (str): Name of the inputs' dynamic first dimension ('batch' or
-            'num_rois').
+            'num_rois'), or '' when the graph is exported for one image (batch 1)
+            and run image by image: mmseg's pyramid pooling (adaptive average
+            pooling) exports only with a static input shape.
     """
     name: str
     owner: str

@@ -13,6 +13,7 @@ are dropped by :func:`to_data`.
 import re
 from typing import Any
 
+from mmengine.config import ConfigDict
 from mmengine.registry import DefaultScope, Registry
 
 #: scopes a ``scope.Name`` type may name
@@ -115,5 +116,5 @@ def build_from_data(cfg: dict, scope: str):
     registries = [registry_module.MODELS, registry_module.TASK_UTILS]
     cfg = to_data(cfg)
     check_config_types(cfg, scope, registries)
-    with DefaultScope.overwrite_default_scope(scope):
-        return registry_module.MODELS.build(cfg)
+    with DefaultScope.overwrite_default_scope(scope):  # mmdet reads train_cfg.rpn etc.
+        return registry_module.MODELS.build(ConfigDict(cfg))
