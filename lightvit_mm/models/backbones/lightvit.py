@@ -74,11 +74,15 @@ class ConvStem(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         # channels_last: the depthwise convolutions run about twice as fast on
-        # the CPU, and the tokens below are a view instead of a copy.
-        x = self.proj(self.stem(x.contiguous(memory_format=torch.channels_last)))
-        B, C, H, W = x.shape
-        x = self.norm(x.permute(0, 2, 3, 1).reshape(B, H * W, C))
-        return x, (H, W)
+        # the CPU, and the tokens below are a view instead of a copy. Not
+        # while torch.export traces: the memory layout means nothing to the
+        # exported graph, and torch's convolution picks its layout from the
+        # batch size there (a guard that would refuse a batch of 1).
+        if not torch.compiler.is_exporting():
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.proj(self.stem(x))
+        H, W = x.shape[2:]
+        return self.norm(x.flatten(2).transpose(1, 2)), (H, W)
 
 
 def relative_position_index(window_size: int) -> torch.Tensor:
@@ -88,6 +92,18 @@ def relative_position_index(window_size: int) -> torch.Tensor:
         torch.arange(window_size), torch.arange(window_size), indexing='ij')).flatten(1)
     rel = (coords[:, :, None] - coords[:, None, :]) + (window_size - 1)
     return (rel[0] * (2 * window_size - 1) + rel[1]).flatten()
+
+
+def copy_as(x: torch.Tensor, *shape: int) -> torch.Tensor:
+    """``x`` copied into a new contiguous tensor of ``shape`` (``-1`` allowed).
+
+    Same values as ``x.reshape(*shape)``, but always a copy: ``reshape``
+    returns a view where the strides allow one, and whether they do depends
+    on the sizes (a window count or a crop that happens to be 1 or complete),
+    a decision that ``torch.export`` records as a guard on the input size,
+    so the exported program would not accept every height and width.
+    """
+    return x.clone(memory_format=torch.contiguous_format).view(*shape)
 
 
 class WindowAttentionWithBias(torch.autograd.Function):
@@ -158,6 +174,10 @@ class LightViTAttention(BaseModule):
     multiples of ``window_size`` are zero-padded (bottom/right) before the
     ``qkv`` projection; the padded tokens take part, unmasked, as keys and
     values of the window attention, and are masked out of the aggregation.
+    The padding is computed without a Python ``if`` on the grid size: every
+    grid is padded by ``ceil(H / ws) * ws - H`` rows (0 where none are
+    needed), masked and cropped, so that ``torch.export`` captures one graph
+    for all sizes (dynamic height and width).
 
     Fast path (same outputs as the official code, to float rounding): the
     image tokens are reordered window by window once, before ``qkv``, and all
@@ -228,18 +248,17 @@ class LightViTAttention(BaseModule):
         B, _, C = x.shape
         T, ws, nh, hd = self.num_tokens, self.window_size, self.num_heads, self.head_dims
         H, W = hw_shape
-        pad_b, pad_r = (ws - H % ws) % ws, (ws - W % ws) % ws
-        nWh, nWw = (H + pad_b) // ws, (W + pad_r) // ws
-        padded = bool(pad_b or pad_r)
+        # Windows per side, ceil(H / ws); the grid is padded to nWh * ws rows,
+        # by zero rows where H is a multiple already (no branch on the size).
+        nWh, nWw = (H + ws - 1) // ws, (W + ws - 1) // ws
 
         # The image tokens are put in window order once, before ``qkv`` (C
         # channels rather than 3C); every attention below reads that layout,
         # and only the summed image output returns to raster order at the end.
-        x_img = x[:, T:].view(B, H, W, C)
-        if padded:
-            x_img = F.pad(x_img, (0, 0, 0, pad_r, 0, pad_b))
+        x_img = F.pad(x[:, T:].view(B, H, W, C), (0, 0, 0, nWw * ws - W, 0, nWh * ws - H))
         x_img = self._window_order(x_img)
-        q_glb = self.qkv(x[:, :T]).view(B, T, 3, nh, hd)[:, :, 0].transpose(1, 2)
+        x_glb = copy_as(x[:, :T], B, T, C)  # a contiguous input for the Linear
+        q_glb = self.qkv(x_glb).view(B, T, 3, nh, hd)[:, :, 0].transpose(1, 2)
         qkv = self.qkv(x_img).view(B, -1, 3, nh, hd)  # (B, L, 3, nh, hd), window order
 
         # 1. Local window attention, relative position bias as additive mask.
@@ -248,12 +267,16 @@ class LightViTAttention(BaseModule):
         if torch.is_grad_enabled() and not torch.jit.is_tracing():
             local = WindowAttentionWithBias.apply(q, k, v, bias)
         else:  # torch's fused kernel, which has no gradient for the bias
-            local = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            # Masks expanded to the full batch (a free view): with a batch-1
+            # mask the kernel would check whether the batch is 1, a guard on
+            # the input size under torch.export.
+            local = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias.expand(q.shape[0], -1, -1, -1))
 
         # 2. Global aggregation: global-token queries over the image tokens
         # (their order does not matter), padding masked out.
         q_img, k_img, v_img = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, L, hd)
-        mask = self._valid_tokens(H, W, nWh, nWw, x.device) if padded else None
+        mask = self._valid_tokens(H, W, nWh, nWw, x.device).expand(B, nh, T, -1)
         x_glb = F.scaled_dot_product_attention(q_glb, k_img, v_img, attn_mask=mask)
         x_glb = x_glb.transpose(1, 2).reshape(B, T, C)
 
@@ -265,17 +288,15 @@ class LightViTAttention(BaseModule):
                  + broadcast.view(B, nh, nWh, nWw, ws, ws, hd).permute(0, 2, 3, 1, 4, 5, 6))
         x_img = x_img.permute(0, 1, 4, 2, 5, 3, 6)  # (B, nWh, ws, nWw, ws, nh, hd)
 
-        x_img = x_img.reshape(B, nWh * ws, nWw * ws, C)
-        if padded:
-            x_img = x_img[:, :H, :W]
-        return self.proj(torch.cat([x_glb, x_img.reshape(B, H * W, C)], dim=1))
+        x_img = copy_as(x_img, B, nWh * ws, nWw * ws, C)[:, :H, :W]  # crop the padding
+        return self.proj(torch.cat([x_glb, copy_as(x_img, B, H * W, C)], dim=1))
 
     def _window_order(self, x: torch.Tensor) -> torch.Tensor:
         """(N, Hp, Wp, C) grid, sides multiples of ``window_size`` -> (N, L, C)
         tokens window by window (row-major windows, row-major inside)."""
         N, Hp, Wp, C = x.shape
         ws = self.window_size
-        return x.view(N, Hp // ws, ws, Wp // ws, ws, C).transpose(2, 3).reshape(N, -1, C)
+        return copy_as(x.view(N, Hp // ws, ws, Wp // ws, ws, C).transpose(2, 3), N, -1, C)
 
     def _valid_tokens(self, H: int, W: int, nWh: int, nWw: int,
                       device: torch.device) -> torch.Tensor:
@@ -448,14 +469,14 @@ class ResidualPatchMerging(BaseModule):
         B, _, C = x.shape
         H, W = hw_shape
         x_glb, x_img = x[:, :self.num_tokens], x[:, self.num_tokens:]
-        x_img = x_img.reshape(B, H, W, C)
-        if H % 2 or W % 2:
-            x_img = F.pad(x_img, (0, 0, 0, W % 2, 0, H % 2))
         Ho, Wo = (H + 1) // 2, (W + 1) // 2
+        # Pad odd sides by one (zero rows/columns where even: no branch on the
+        # size, so that torch.export captures one graph for every size).
+        x_img = F.pad(x_img.reshape(B, H, W, C), (0, 0, 0, 2 * Wo - W, 0, 2 * Ho - H))
         patches = x_img.view(B, Ho, 2, Wo, 2, C)
         residual = self.res_proj(patches.amax(dim=(2, 4)).view(B, Ho * Wo, C))
         # Channel order (row, col) = (0,0), (1,0), (0,1), (1,1), as in Swin.
-        x_img = patches.permute(0, 1, 3, 4, 2, 5).reshape(B, Ho * Wo, 4 * C)
+        x_img = copy_as(patches.permute(0, 1, 3, 4, 2, 5), B, Ho * Wo, 4 * C)
         x_img = self.reduction(self.norm(x_img)) + residual
         x_glb = self.proj(self.norm2(x_glb))
         return torch.cat([x_glb, x_img], dim=1), (Ho, Wo)
@@ -786,6 +807,6 @@ class LightViT(BaseModule):
             elif i in self.out_indices:
                 H, W = hw_shape
                 out = getattr(self, f'norm{i}')(x[:, -H * W:])
-                outs.append(out.view(-1, H, W, self.embed_dims[i]).permute(
-                    0, 3, 1, 2).contiguous())
+                outs.append(copy_as(out.view(-1, H, W, self.embed_dims[i]).permute(
+                    0, 3, 1, 2), -1, self.embed_dims[i], H, W))  # NCHW, contiguous
         return tuple(outs)
