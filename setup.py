@@ -79,6 +79,7 @@ setup(
         'mmdet': ['mmdet>=3.3.0,<3.4.0'],
         'mmseg': ['mmsegmentation>=1.2.2,<1.3.0', 'ftfy', 'regex'],
         'mmpretrain': ['mmpretrain>=1.2.0,<1.3.0'],
+        'deploy': ['onnx', 'onnxruntime', 'onnxscript', 'openvino'],
         'tests': [
             'pytest', 'ruff>=0.17,<0.18', 'build', 'scikit-learn', 'pycocotools', 'onnx',
             'onnxruntime', 'pyyaml'

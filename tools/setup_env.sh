@@ -84,7 +84,7 @@ fi
 
 log "installing mmcv from $WHEEL_DIR and the OpenMMLab stack"
 "${PIP[@]}" --no-cache-dir "$WHEEL_DIR"/mmcv-${MMCV_VERSION}-*.whl "${MM_REQS[@]}"
-"${PIP[@]}" -e "$ROOT[tests]"
+"${PIP[@]}" -e "$ROOT[tests,deploy]"
 
 "$PY" -c 'import mmcv.ops, mmdet, mmseg, mmpretrain, lightvit_mm'
 stamp_key | sha256sum | cut -d' ' -f1 > "$STAMP"

@@ -284,11 +284,14 @@ class LightViTAttention(BaseModule):
         k_glb, v_glb = self.kv_global(x_glb).view(B, T, 2, nh, hd).permute(
             2, 0, 3, 1, 4).unbind(0)
         broadcast = F.scaled_dot_product_attention(q_img, k_glb, v_glb)  # (B, nh, L, hd)
-        x_img = (local.view(B, nWh, nWw, nh, ws, ws, hd)
-                 + broadcast.view(B, nh, nWh, nWw, ws, ws, hd).permute(0, 2, 3, 1, 4, 5, 6))
-        x_img = x_img.permute(0, 1, 4, 2, 5, 3, 6)  # (B, nWh, ws, nWw, ws, nh, hd)
-
-        x_img = copy_as(x_img, B, nWh * ws, nWw * ws, C)[:, :H, :W]  # crop the padding
+        # At most 6-D tensors: OpenVINO's CPU plugin (2026.4) computes this sum
+        # wrongly when written on 7-D views (B, nWh, nWw, nh, ws, ws, hd) of
+        # dynamically shaped inputs (docs/deployment.md).
+        x_img = (local.view(B, nWh * nWw, nh, ws * ws, hd)
+                 + broadcast.view(B, nh, nWh * nWw, ws * ws, hd).transpose(1, 2))
+        x_img = x_img.view(B * nWh, nWw, nh, ws, ws, hd).permute(0, 3, 1, 4, 2, 5)
+        # (B * nWh, ws, nWw, ws, nh, hd): raster order, then crop the padding
+        x_img = copy_as(x_img, B, nWh * ws, nWw * ws, C)[:, :H, :W]
         return self.proj(torch.cat([x_glb, copy_as(x_img, B, H * W, C)], dim=1))
 
     def _window_order(self, x: torch.Tensor) -> torch.Tensor:
