@@ -112,6 +112,8 @@ def build_from_data(cfg: dict, scope: str):
         ValueError: see :func:`check_config_types`.
     """
     import importlib
+    # the package's modules register themselves when imported (lazily in a fresh process)
+    importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
     registry_module = importlib.import_module(f'{scope}.registry')
     registries = [registry_module.MODELS, registry_module.TASK_UTILS]
     cfg = to_data(cfg)
