@@ -13,10 +13,10 @@ import argparse
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-from lightvit_mm.engine.data_root import DATA_ROOT_HELP, check_data_files, set_data_root
+from lightvit_mm.engine.data_root import DATA_ROOT_HELP, check_data_files, load_config
 from lightvit_mm.engine.distributed import setup_distributed
 from lightvit_mm.engine.test_outputs import draw_predictions, dump_predictions, enable_tta
 from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
@@ -49,12 +49,8 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     """Test as the command line ``argv`` says; return the metrics."""
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config, args.data_root, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.data_root:
-        set_data_root(cfg, args.data_root)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
     if args.work_dir:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:

@@ -13,7 +13,7 @@ folder; :func:`set_data_root` moves both.
 """
 import copy
 import os.path as osp
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 from mmengine.fileio import exists, join_path
@@ -120,6 +120,23 @@ def set_data_root(cfg: Config, data_root: str) -> List[str]:
     changes.insert(0, f'data_root of {", ".join(moved)} -> {data_root}')
     print_log(f'--data-root: {"; ".join(changes)}', logger='current')
     return changes
+
+
+def load_config(path: str, data_root: Optional[str] = None,
+                cfg_options: Optional[dict] = None) -> Config:
+    """The config at ``path`` as the tools read it: moved under ``data_root``
+    by :func:`set_data_root` when given, then ``cfg_options`` (``--cfg-options``)
+    merged, so an option can still override a moved path.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (mmengine's error).
+    """
+    cfg = Config.fromfile(path)
+    if data_root:
+        set_data_root(cfg, data_root)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
 
 
 def _files_read(cfg: Config, loader_name: str) -> Iterator[Tuple[str, str, dict]]:

@@ -24,9 +24,9 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO not in sys.path:  # runnable as a plain script from any directory
     sys.path.insert(0, REPO)
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
-from lightvit_mm.engine.data_root import DATA_ROOT_HELP, check_data_files, set_data_root  # noqa: E402
+from lightvit_mm.engine.data_root import DATA_ROOT_HELP, check_data_files, load_config  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -52,11 +52,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from lightvit_mm.deploy.exporter import TOLERANCE, compare, export_model
-    cfg = Config.fromfile(args.config)
-    if args.data_root:
-        set_data_root(cfg, args.data_root)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.data_root, args.cfg_options)
     check_data_files(cfg, ('test_dataloader', ))
     tolerance = TOLERANCE if args.tolerance is None else args.tolerance
     result = export_model(cfg, args.checkpoint, args.backend, args.work_dir,
