@@ -174,14 +174,16 @@ def test_deploy_mode_compiles_in_one_graph():
 
 def test_sdpa_fallback_unused_for_inference():
     """Inference (no grad) calls torch's fused kernel with the bias as mask,
-    once per block; the custom function serves training only."""
+    once per block (the window attention: 49 x 49 masks at a 7x7 window); the
+    custom function serves training only."""
     model = LightViT(arch='tiny').eval()
     calls = []
     original = F.scaled_dot_product_attention
 
     def counting(*args, **kwargs):
-        calls.append(kwargs.get('attn_mask') is not None and kwargs['attn_mask'].dim() == 4
-                     and kwargs['attn_mask'].dtype == torch.float32)
+        mask = kwargs.get('attn_mask')
+        calls.append(mask is not None and mask.dim() == 4 and mask.dtype == torch.float32
+                     and tuple(mask.shape[-2:]) == (49, 49))
         return original(*args, **kwargs)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(lightvit_module.F, 'scaled_dot_product_attention', counting)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DIGITS_CONFIG, REPO, read_scalars, tiny_digits_options
+from conftest import DIGITS_CONFIG, ONE_THREAD, REPO, read_scalars, tiny_digits_options
 
 MAX_ITERS = 2
 #: relative tolerance on each logged loss: the two runs do the same arithmetic
@@ -25,8 +25,11 @@ def free_port():
 
 
 def start_node(work_dir, data_root, nproc, nnodes, node_rank, port):
+    # One thread per process in both layouts: torchrun sets OMP_NUM_THREADS=1
+    # only when it starts several processes per node, and another thread
+    # count reduces in another order (losses 3e-4 apart after one step).
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(port), NNODES=str(nnodes),
-               NODE_RANK=str(node_rank), MASTER_ADDR='127.0.0.1')
+               NODE_RANK=str(node_rank), MASTER_ADDR='127.0.0.1', **ONE_THREAD)
     return subprocess.Popen(
         ['bash', osp.join(REPO, 'tools/dist_train.sh'), DIGITS_CONFIG, str(nproc),
          '--work-dir', str(work_dir), '--cfg-options',

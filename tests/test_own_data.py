@@ -23,11 +23,11 @@ def test_page_shows_the_config_file():
 def test_own_data_config_trains_and_evaluates(tiny_digits, tmp_path):
     # The inherited 1x pipeline (resize to 1333x800) runs in
     # test_paper_pipelines.py; here images are resized to 128x128 (CPU time).
-    iters, scores = train_and_validate(
+    runner, scores, _ = train_and_validate(
         CONFIG, tiny_digits, tmp_path,
         [NO_DOWNLOAD, 'train_dataloader.batch_size=1', 'train_dataloader.dataset.indices=2',
          'train_cfg.max_epochs=1', 'model.test_cfg.rcnn.score_thr=0',
          'train_dataloader.dataset.pipeline.2.scale=(128,128)',
          'val_dataloader.dataset.pipeline.1.scale=(128,128)'])
-    assert iters == 2
+    assert runner.iter == 2
     assert 0 <= scores['coco/bbox_mAP'] <= 1 and 0 <= scores['coco/segm_mAP'] <= 1
