@@ -15,9 +15,13 @@ DEMO_CONFIG := configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_digits.py
 setup:
 	bash tools/setup_env.sh
 
+# tests/test_deployment.py runs in a process of its own: after it, an in-process
+# mmdet training in the same interpreter crashed (SIGSEGV) while saving its
+# checkpoint (2026-12-02, cause not yet found; see docs/deployment.md).
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --ignore=tests/test_deployment.py
+	$(PY) -m pytest tests/test_deployment.py -q
 
 demo: setup
 	$(PY) tools/dataset_converters/build_digits.py --out $(DATA)
