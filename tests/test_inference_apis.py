@@ -117,11 +117,8 @@ def test_stock_test_tool(package, config, trained, tmp_path):
     module = __import__(package)
     script = osp.join(osp.dirname(module.__file__), '.mim', 'tools', 'test.py')
     root = trained['cls_root'] if config == CLS_DIGITS_CONFIG else trained['det_root']
-    # a checkpoint of a few iterations may score every box under the default
-    # threshold, and CocoMetric reports no metric for an empty result
-    keep_all = ['model.test_cfg.rcnn.score_thr=0.0'] if package == 'mmdet' else []
     argv = [script, config, trained['checkpoints'][config], '--work-dir', str(tmp_path),
-            '--cfg-options', *eval_options(config, root), *keep_all]
+            '--cfg-options', *eval_options(config, root)]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, 'argv', argv)
         runpy.run_path(script, run_name='__main__')
