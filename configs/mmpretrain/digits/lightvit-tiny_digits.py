@@ -20,6 +20,7 @@ train_dataloader = dict(
     batch_size=32,
     num_workers=1,
     persistent_workers=True,
+    drop_last=False,  # the ImageNet recipe drops the last batch; small digits sets need it
     dataset=dict(type='CustomDataset', _delete_=True, data_root=data_root,
                  data_prefix='train', pipeline=train_pipeline))
 val_dataloader = dict(
