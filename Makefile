@@ -15,20 +15,20 @@ DEMO_CONFIG := configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_digits.py
 setup:
 	bash tools/setup_env.sh
 
-# tests/test_deployment.py runs in a process of its own: after it, an in-process
+# tests/test_deploy/test_deployment.py runs in a process of its own: after it, an in-process
 # mmdet training in the same interpreter crashed (SIGSEGV) while saving its
 # checkpoint (2026-12-02, cause not yet found; see docs/deployment.md).
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest tests -q --ignore=tests/test_deployment.py
-	$(PY) -m pytest tests/test_deployment.py -q
+	$(PY) -m pytest tests -q --ignore=tests/test_deploy/test_deployment.py
+	$(PY) -m pytest tests/test_deploy/test_deployment.py -q
 
 demo: setup
-	$(PY) tools/dataset_converters/build_digits.py --out $(DATA)
+	$(PY) tools/demo/build_digits.py --out $(DATA)
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(WORK_DIR) --data-root $(DATA)/ \
 		--cfg-options randomness.seed=$(SEED)
-	$(PY) tools/analysis/visualize_predictions.py $(DEMO_CONFIG) "$$(cat $(WORK_DIR)/last_checkpoint)" \
+	$(PY) tools/demo/visualize_predictions.py $(DEMO_CONFIG) "$$(cat $(WORK_DIR)/last_checkpoint)" \
 		--img-dir $(DATA)/val --out $(WORK_DIR)/val_predictions.png
 
 demo-full: setup
-	$(PY) tools/digits_pipeline.py --data-dir $(dir $(DATA)) $(PIPELINE_OPTIONS)
+	$(PY) tools/demo/digits_pipeline.py --data-dir $(dir $(DATA)) $(PIPELINE_OPTIONS)

@@ -90,7 +90,7 @@ setup(
     extras_require={
         'mmdet': ['mmdet>=3.3.0,<3.4.0'],
         'mmseg': ['mmsegmentation>=1.2.2,<1.3.0', 'ftfy', 'regex'],
-        # transformers >= 4.52 breaks `import mmpretrain` 1.2.0 (lightvit_mm/registry.py,
+        # transformers >= 4.52 breaks `import mmpretrain` 1.2.0 (lightvit_mm/registration.py,
         # TRANSFORMERS_BREAKING_MMPRETRAIN); mmpretrain itself does not bound it.
         'mmpretrain': ['mmpretrain>=1.2.0,<1.3.0', 'transformers<4.52'],
         'deploy': ['onnx', 'onnxruntime', 'onnxscript', 'openvino'],

@@ -3,17 +3,17 @@
 ``import lightvit_mm`` (or ``custom_imports=dict(imports=['lightvit_mm'])`` in
 a config) registers :class:`LightViT`, :class:`LightViTFPN` and
 :class:`LightViTClsNeck` in the ``MODELS`` registry of every installed
-OpenMMLab package that uses them, and :class:`~lightvit_mm.engine.hooks.RNGStateHook`
-(exact resume) and :class:`~lightvit_mm.engine.compile_hook.CompileModuleHook`
+OpenMMLab package that uses them, and :class:`~lightvit_mm.engine.hooks.rng_state_hook.RNGStateHook`
+(exact resume) and :class:`~lightvit_mm.engine.hooks.compile_hook.CompileModuleHook`
 (``torch.compile`` of the backbone from a config) in mmengine's ``HOOKS``. It
-also adds the checked stand-ins of :mod:`lightvit_mm.utils.safe_unpickling` to
+also adds the checked stand-ins of :mod:`lightvit_mm.checkpoint.safe_unpickling` to
 torch's weights-only allow-list, so mmengine checkpoints open in the stock
 OpenMMLab APIs with safe loading on (``LIGHTVIT_MM_SAFE_GLOBALS=0`` opts out).
 """
-from .engine import compile_hook, hooks  # noqa: F401  (register hooks in mmengine HOOKS)
+from .checkpoint.safe_unpickling import register_safe_globals
+from .engine import hooks  # noqa: F401  (registers the hooks in mmengine's HOOKS)
 from .models import LightViT, LightViTClsNeck, LightViTFPN
-from .registry import register_all_modules
-from .utils.safe_unpickling import register_safe_globals
+from .registration import register_all_modules
 from .version import __version__
 
 REGISTERED_IN = register_all_modules()

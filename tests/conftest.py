@@ -302,7 +302,7 @@ def digits_checkpoints(digits_det_runs, tiny_digits, tiny_digits_cls, tmp_path_f
 @pytest.fixture(scope='session')
 def standins(tmp_path_factory):
     """Stand-ins for COCO 2017, ADE20K and ImageNet in their real layouts
-    (lightvit_mm.demo_data.standins), 2 train and 2 val images each: the roots
+    (standins), 2 train and 2 val images each: the roots
     {'coco': ..., 'ade': ..., 'imagenet': ...}."""
     from lightvit_mm.demo_data import standins as s
     root = tmp_path_factory.mktemp('standins')

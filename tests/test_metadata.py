@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO
 from packaging.requirements import Requirement
 
-from lightvit_mm import registry
+from lightvit_mm import registration as registry
 
 OFFICIAL = 'https://github.com/hunto/LightViT'
 
@@ -65,7 +65,7 @@ def test_mmpretrain_extra_keeps_out_breaking_transformers(dist):
 
 
 def test_tests_extra_has_tensorboard(dist):
-    assert 'tensorboard' in requirements(dist, 'tests')  # tests/test_tracking.py
+    assert 'tensorboard' in requirements(dist, 'tests')  # tests/test_launch/test_tracking.py
 
 
 def simulate_breaking_transformers(monkeypatch, transformers_version, error):

@@ -2,7 +2,7 @@
 """Evaluate a checkpoint on the test split of an mmdet, mmseg or mmpretrain config;
 optionally save the predictions (``--out``), draw them (``--show-dir``) and test
 with test-time augmentation (``--tta``), as the packages' own tools/test.py do
-(:mod:`lightvit_mm.engine.test_outputs`).
+(:mod:`lightvit_mm.launch.test_outputs`).
 
 Example:
     python tools/test.py configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py \
@@ -16,10 +16,10 @@ import os.path as osp
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-from lightvit_mm.engine.data_root import DATA_ROOT_HELP, check_data_files, load_config
-from lightvit_mm.engine.distributed import setup_distributed
-from lightvit_mm.engine.test_outputs import draw_predictions, dump_predictions, enable_tta
-from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
+from lightvit_mm.launch.data_root import DATA_ROOT_HELP, check_data_files, load_config
+from lightvit_mm.launch.distributed import setup_distributed
+from lightvit_mm.launch.test_outputs import draw_predictions, dump_predictions, enable_tta
+from lightvit_mm.checkpoint.io import safe_mmengine_checkpoints
 
 
 def parse_args(argv=None):

@@ -6,7 +6,7 @@
 # - 8 GPUs x 2 images (C:24, D:31); AdamW lr 2e-4, betas (0.9, 0.999), weight
 #   decay 0.04 (C:26) with none on norms, the stem BNs, relative position-bias
 #   tables and global tokens (C:27-34; the same tensors, checked by
-#   tests/test_recipe.py); no gradient clipping (C:39), fp32 (C:37-38);
+#   tests/test_configs/test_recipe.py); no gradient clipping (C:39), fp32 (C:37-38);
 # - 500-iteration linear warm-up from 0.001 x lr, lr x0.1 after epochs 8 and
 #   11, 12 epochs (C:41-47);
 # - backbone: drop-path 0.1 (C:12), out_indices (0, 1, 2) (C:13), stem BN

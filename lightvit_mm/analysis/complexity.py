@@ -14,7 +14,7 @@ As everywhere in mmengine (and mmcv), one "FLOP" is one multiply-add.
 Examples:
     >>> import torch
     >>> from lightvit_mm import LightViT
-    >>> from lightvit_mm.utils.complexity import count_complexity
+    >>> from lightvit_mm.analysis.complexity import count_complexity
     >>> stats = count_complexity(LightViT('tiny').eval(), torch.rand(1, 3, 224, 224))
     >>> sorted(stats)
     ['attention_flops', 'flops', 'params', 'unsupported_ops']

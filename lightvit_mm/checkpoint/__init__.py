@@ -1,1 +1,2 @@
-"""Checkpoint reading (formats, safe unpickling) and complexity counting."""
+"""Checkpoint files: reading the formats in use, atomic writing, unwrapping
+the state dict, and safe (weights-only) unpickling of mmengine checkpoints."""

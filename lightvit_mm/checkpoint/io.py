@@ -3,7 +3,7 @@
 
 Files are read weights-only (``torch.load(weights_only=True)``); what an
 mmengine checkpoint needs beyond torch's defaults is allow-listed through the
-checked stand-ins of :mod:`lightvit_mm.utils.safe_unpickling`, never the
+checked stand-ins of :mod:`lightvit_mm.checkpoint.safe_unpickling`, never the
 objects themselves.
 
 The official LightViT checkpoints come as raw state dicts, as
@@ -31,7 +31,7 @@ from .safe_unpickling import safe_globals
 def safe_mmengine_checkpoints() -> Iterator[None]:
     """Within this context, ``torch.load`` (weights-only) reads mmengine's
     checkpoints through the checked stand-ins of
-    :func:`lightvit_mm.utils.safe_unpickling.safe_globals`, also when
+    :func:`lightvit_mm.checkpoint.safe_unpickling.safe_globals`, also when
     ``LIGHTVIT_MM_SAFE_GLOBALS=0`` kept them out of the process-wide
     allow-list; anything else still fails to load."""
     present = torch.serialization.get_safe_globals()

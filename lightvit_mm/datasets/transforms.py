@@ -181,5 +181,5 @@ class Distort(_PillowAugTransform):
                              resample=Image.BICUBIC)
 
 
-#: the ops registered in mmpretrain's TRANSFORMS by :mod:`lightvit_mm.registry`
+#: the ops registered in mmpretrain's TRANSFORMS by :mod:`lightvit_mm.registration`
 OFFICIAL_EXTRA_OPS = [Zoom, Blur, Skew, Distort]

@@ -1,1 +1,1 @@
-"""Run-time helpers for mmengine's Runner: hooks and the distributed set-up."""
+"""Run-time additions to mmengine's Runner: the hooks in :mod:`.hooks`."""

@@ -7,7 +7,7 @@ zip format, named like a real checkpoint. ``ATTACKS`` maps a name to
 payload would create the file ``marker``), ``refusal`` is a regular
 expression that the refusal message must match, naming the step refused.
 
-Positive controls: ``python tests/crafted_checkpoints.py TMP_DIR`` loads
+Positive controls: ``python tests/test_checkpoint/crafted_checkpoints.py TMP_DIR`` loads
 every file with the raw objects it names allow-listed as they are
 (``getattr``, ``HistoryBuffer``, ``numpy.ndarray``, ``numpy.dtype`` and its
 float64 class, numpy's ``_reconstruct``: :func:`_raw_globals`), checks that each does what its

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import CLS_DIGITS_CONFIG, DIGITS_CONFIG, SEG_DIGITS_CONFIG, eval_options, load_tool
 
-from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
+from lightvit_mm.checkpoint.io import safe_mmengine_checkpoints
 
 
 @pytest.fixture(scope='module')
@@ -55,7 +55,7 @@ def globals_beyond_torch(path):
 def test_training_checkpoint_needs_only_checked_globals(trained):
     """What a Runner checkpoint asks for beyond torch's defaults is exactly
     what lightvit_mm maps to checked stand-ins."""
-    from lightvit_mm.utils.safe_unpickling import safe_globals
+    from lightvit_mm.checkpoint.safe_unpickling import safe_globals
     named = {e[1] for e in safe_globals() if isinstance(e, tuple)}
     for path in trained['checkpoints'].values():
         wanted = globals_beyond_torch(path)

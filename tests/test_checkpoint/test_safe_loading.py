@@ -20,8 +20,8 @@ from conftest import CLS_DIGITS_CONFIG, DIGITS_CONFIG, REPO, SEG_DIGITS_CONFIG, 
 from crafted_checkpoints import ATTACKS, write_checkpoint
 from mmengine.logging import HistoryBuffer, MessageHub
 
-from lightvit_mm.utils import safe_unpickling
-from lightvit_mm.utils.checkpoint import load_checkpoint_file
+from lightvit_mm.checkpoint import safe_unpickling
+from lightvit_mm.checkpoint.io import load_checkpoint_file
 
 
 def exception_text(error):
@@ -62,7 +62,7 @@ def test_opt_out_leaves_torch_allow_list_alone():
 
 
 def test_context_manager_keeps_process_wide_registration():
-    from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
+    from lightvit_mm.checkpoint.io import safe_mmengine_checkpoints
     before = torch.serialization.get_safe_globals()
     with safe_mmengine_checkpoints():
         pass
@@ -185,7 +185,7 @@ def read_with(reader, path, data_root, work_dir):
         load_tool('tools/train.py').main([DIGITS_CONFIG, '--resume', path, '--work-dir',
                                           str(work_dir), '--cfg-options', *det_opts])
     elif reader == 'visualize_predictions':
-        load_tool('tools/analysis/visualize_predictions.py').main(
+        load_tool('tools/demo/visualize_predictions.py').main(
             [DIGITS_CONFIG, path, '--out', str(work_dir / 'v.png'),
              '--img-dir', osp.join(data_root, 'val'), '--num-images', '1'])
     elif reader == 'export_onnx':

@@ -117,7 +117,7 @@ def test_wrong_data_root_fails_before_training(tmp_path):
 def test_standins_have_the_real_layouts(standins):
     from mmdet.datasets import CocoDataset
 
-    from lightvit_mm.demo_data.standins import COCO_IDS, IMAGENET_WNIDS
+    from standins import COCO_IDS, IMAGENET_WNIDS
     with open(osp.join(standins['coco'], 'annotations', 'instances_val2017.json')) as f:
         coco = json.load(f)
     assert [c['id'] for c in coco['categories']] == list(COCO_IDS)

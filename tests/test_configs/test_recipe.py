@@ -5,7 +5,7 @@ config, the official value and its source (official file:line). A value that
 differs from the official one on purpose names a phrase of the config's header
 (its own or an inherited one) that explains it, and the test checks that the
 header says it. Changing any of these values in a config fails the test.
-``python tests/test_recipe.py`` prints the tables as markdown.
+``python tests/test_configs/test_recipe.py`` prints the tables as markdown.
 
 Official sources: "det/" = github.com/hunto/LightViT ``detection/``;
 "cls/" = github.com/hunto/image_classification_sota at 36539b6 (the commit
@@ -20,7 +20,7 @@ import sys
 import pytest
 from mmengine.config import Config
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_1X = 'det/configs/mask_rcnn_lightvit_{}_fpn_1x_coco.py'
 DET_3X = 'det/configs/mask_rcnn_lightvit_{}_fpn_3x_ms_coco.py'
 DET_BACKBONE = 'det/lightvit.py'

@@ -13,7 +13,7 @@ from mmpretrain.registry import TRANSFORMS
 import lightvit_mm  # noqa: F401  (registers the ops in mmpretrain's TRANSFORMS)
 from lightvit_mm.datasets.transforms import Distort, Skew
 
-DATA = osp.join(osp.dirname(__file__), 'data', 'official_augment_ops.json')
+DATA = osp.join(osp.dirname(osp.dirname(__file__)), 'data', 'official_augment_ops.json')
 with open(DATA) as f:
     REFERENCE = json.load(f)
 #: op -> (magnitude_range, random_negative_prob giving a positive value): the

@@ -11,7 +11,7 @@ DET_KILL_AT (it is killed there for the resume test).
 import torch
 from conftest import DET_KILL_AT, read_scalars
 
-from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
+from lightvit_mm.checkpoint.io import safe_mmengine_checkpoints
 
 LOSSES = ('loss', 'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'acc', 'loss_bbox', 'loss_mask')
 

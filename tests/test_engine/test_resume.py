@@ -3,7 +3,7 @@ after its checkpoint of iteration K resumes with ``tools/train.py --resume``
 and ends exactly where an uninterrupted run with the same seed ends.
 
 The runs (conftest.digits_det_runs, shared with other tests) use
-:class:`lightvit_mm.engine.hooks.RNGStateHook` (in the digits config):
+:class:`lightvit_mm.engine.hooks.rng_state_hook.RNGStateHook` (in the digits config):
 mmengine restores weights, optimizer, schedulers, message hub and data
 order, but not the random generators, so
 without the hook the resumed iterations draw other drop-path masks and other
@@ -17,7 +17,7 @@ import signal
 import torch
 from conftest import DET_ITERS, DET_KILL_AT, read_scalars
 
-from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
+from lightvit_mm.checkpoint.io import safe_mmengine_checkpoints
 
 MAX_ITERS, KILL_AT = DET_ITERS, DET_KILL_AT
 
@@ -97,7 +97,7 @@ def test_rng_state_hook_restores_on_resume_only(tmp_path):
 
     import numpy as np
 
-    from lightvit_mm.engine.hooks import RNGStateHook
+    from lightvit_mm.engine.hooks.rng_state_hook import RNGStateHook
     torch.manual_seed(1)
     np.random.seed(1)
     random.seed(1)

@@ -1,4 +1,4 @@
-"""lightvit_mm.engine.data_root: --data-root moves datasets and evaluator
+"""lightvit_mm.launch.data_root: --data-root moves datasets and evaluator
 files together, and missing files are named before anything is built."""
 import os.path as osp
 
@@ -6,7 +6,7 @@ import pytest
 from conftest import REPO, load_tool
 from mmengine.config import Config
 
-from lightvit_mm.engine.data_root import check_data_files, set_data_root
+from lightvit_mm.launch.data_root import check_data_files, set_data_root
 
 MASK_RCNN = osp.join(REPO, 'configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py')
 UPERNET = osp.join(REPO, 'configs/mmseg/lightvit-t-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py')

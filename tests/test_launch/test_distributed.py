@@ -1,5 +1,5 @@
 """Several processes: ``tools/dist_train.sh`` on a machine without a GPU
-(gloo instead of nccl, chosen by ``lightvit_mm.engine.distributed.setup_distributed``
+(gloo instead of nccl, chosen by ``lightvit_mm.launch.distributed.setup_distributed``
 in ``tools/train.py``)."""
 import os
 import os.path as osp
@@ -12,7 +12,7 @@ import torch
 from conftest import DIGITS_CONFIG, REPO, read_scalars, tiny_digits_options
 from mmengine.config import Config
 
-from lightvit_mm.engine.distributed import setup_distributed
+from lightvit_mm.launch.distributed import setup_distributed
 
 MAX_ITERS = 2
 

@@ -9,8 +9,8 @@ from conftest import REPO, load_tool
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper, build_optim_wrapper
 
-from lightvit_mm.engine.amp import check_amp
-from lightvit_mm.engine.distributed import setup_distributed
+from lightvit_mm.launch.amp import check_amp
+from lightvit_mm.launch.distributed import setup_distributed
 
 AMP_CONFIG = osp.join(REPO, 'configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_amp-1x_coco.py')
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason='tests a machine without a GPU')

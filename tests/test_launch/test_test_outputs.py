@@ -1,7 +1,7 @@
 """``tools/test.py --out / --show-dir / --tta`` on the digits detection,
 segmentation and classification configs, through each package's own metrics,
 visualization hooks and test-time-augmentation models
-(``lightvit_mm.engine.test_outputs``)."""
+(``lightvit_mm.launch.test_outputs``)."""
 import glob
 import os
 import os.path as osp
@@ -13,7 +13,7 @@ from conftest import CLS_DIGITS_CONFIG, DIGITS_CONFIG, SEG_DIGITS_CONFIG, eval_o
 from mmengine.config import Config
 from PIL import Image
 
-from lightvit_mm.engine.test_outputs import draw_predictions, dump_predictions, enable_tta
+from lightvit_mm.launch.test_outputs import draw_predictions, dump_predictions, enable_tta
 
 #: the val images of the tiny digits sets (tests/conftest.py)
 NUM_VAL = 2

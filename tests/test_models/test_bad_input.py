@@ -2,7 +2,7 @@
 the neck, a config or a checkpoint, and the message it gets.
 
 Each case asserts that the message names what was wrong and, where the
-message has it, what is accepted. ``pytest tests/test_bad_input.py -s``
+message has it, what is accepted. ``pytest tests/test_models/test_bad_input.py -s``
 prints every message.
 
 The last test: a non-finite pixel makes its whole image's features NaN, and

@@ -3,7 +3,7 @@ import torch
 from mmpretrain.registry import MODELS
 
 import lightvit_mm  # noqa: F401 (registers the classes)
-from lightvit_mm.utils.checkpoint import official_to_mmpretrain
+from lightvit_mm.checkpoint.io import official_to_mmpretrain
 
 
 def build_classifier(arch, neck_dim, num_classes):

@@ -1,6 +1,6 @@
 """LightViT on a CUDA GPU: what CI (which has no GPU) cannot check.
 
-Skipped without a GPU. On a GPU machine: ``pytest tests/test_cuda.py -s``
+Skipped without a GPU. On a GPU machine: ``pytest tests/test_models/test_cuda.py -s``
 (``-s`` prints the measured differences); with ``LIGHTVIT_OFFICIAL`` set to a
 clone of github.com/hunto/LightViT it also compares LightViT-T/S/B with the
 official code on the GPU. docs/gpu.md gives the figures of a run on an H100.

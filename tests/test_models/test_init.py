@@ -6,7 +6,7 @@ init is written down analytically, each group with its source:
 - classification model, github.com/hunto/image_classification_sota@36539b6
   ``lib/models/lightvit.py`` ("L:n"); it is what trains from scratch (the
   detection backbone loads these weights, and its T tokens are zeros, see
-  tests/test_official_weights.py and the tok512 config);
+  tests/test_models/test_official_weights.py and the tok512 config);
 - neck, github.com/hunto/LightViT ``detection/lightvit_fpn.py`` ("F:n") on
   mmcv 1.x ``ConvModule`` (Kaiming fan_out normal, bias 0) and ``xavier_init``
   (gain 1, bias 0).

@@ -6,7 +6,7 @@ import torch
 from conftest import REPO, build_model, load_tool
 
 from lightvit_mm.models import LightViT
-from lightvit_mm.utils.checkpoint import infer_lightvit_arch, official_to_mmpretrain
+from lightvit_mm.checkpoint.io import infer_lightvit_arch, official_to_mmpretrain
 
 
 @pytest.fixture

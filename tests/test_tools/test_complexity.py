@@ -4,7 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from conftest import load_tool
 
-from lightvit_mm.utils.complexity import count_complexity
+from lightvit_mm.analysis.complexity import count_complexity
 
 
 @pytest.fixture(scope='module')

@@ -1,4 +1,4 @@
-"""The digits pipeline (tools/digits_pipeline.py) at a tiny budget."""
+"""The digits pipeline (tools/demo/digits_pipeline.py) at a tiny budget."""
 import os.path as osp
 import subprocess
 import sys
@@ -18,7 +18,7 @@ def build_pretrained_backbone(config, checkpoint):
 
 def test_pipeline_runs_and_pretrained_weights_reach_both_tasks(tmp_path):
     run = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools/digits_pipeline.py'), '--cls-iters', '2',
+        [sys.executable, osp.join(REPO, 'tools/demo/digits_pipeline.py'), '--cls-iters', '2',
          '--det-iters', '2', '--seg-iters', '2', '--num-canvases', '8', '4',
          '--num-cls-images', '20', '10', '--data-dir', str(tmp_path / 'data'),
          '--work-dir', str(tmp_path / 'work'), '--report-dir', str(tmp_path / 'report')],

@@ -76,7 +76,7 @@ if REPO not in sys.path:  # runnable as a plain script from any directory
     sys.path.insert(0, REPO)
 
 import lightvit_mm  # noqa: E402,F401  (registers LightViT in every package)
-from lightvit_mm.utils.complexity import build_from_config  # noqa: E402
+from lightvit_mm.analysis.complexity import build_from_config  # noqa: E402
 
 BASE = 'LightViT-T'
 OFFICIAL = '(official code)'  # in the names of the official implementation's rows
@@ -180,8 +180,8 @@ def _official_import_stand_ins():
 @contextlib.contextmanager
 def _moved_module_stand_ins():
     """Old names of moved lightvit_mm modules, for backbones at older refs
-    (``lightvit_mm.checkpoint`` became ``lightvit_mm.utils.checkpoint``)."""
-    from lightvit_mm.utils import checkpoint
+    (``lightvit_mm.checkpoint`` became ``lightvit_mm.checkpoint.io``)."""
+    from lightvit_mm.checkpoint import io as checkpoint
     moved = {'lightvit_mm.checkpoint': checkpoint}
     missing = [name for name in moved if name not in sys.modules]
     sys.modules.update({name: moved[name] for name in missing})
@@ -580,7 +580,7 @@ def table(benches: List[Bench], args, peak: GemmPeak) -> str:
 def forward_flop(model: nn.Module, shape) -> float:
     """FLOP (2 x multiply-adds, attention products included) of one forward
     pass of ``model`` on one image of ``shape`` (C, H, W)."""
-    from lightvit_mm.utils.complexity import count_complexity
+    from lightvit_mm.analysis.complexity import count_complexity
     device = next(model.parameters()).device
     with torch.no_grad():
         stats = count_complexity(model.eval(), torch.zeros(1, *shape, device=device))

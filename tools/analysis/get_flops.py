@@ -24,7 +24,7 @@ if REPO not in sys.path:  # runnable as a plain script from any directory
     sys.path.insert(0, REPO)
 
 from lightvit_mm import LightViT  # noqa: E402
-from lightvit_mm.utils.complexity import build_from_config, count_complexity, model_inputs  # noqa: E402
+from lightvit_mm.analysis.complexity import build_from_config, count_complexity, model_inputs  # noqa: E402
 
 ARCHS = (('T', 'tiny', 't'), ('S', 'small', 's'), ('B', 'base', 'b'))
 #: the paper's (params, FLOPs) per task and variant (PAPER.md)

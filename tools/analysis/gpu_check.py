@@ -32,7 +32,7 @@ what it produced and the next one runs:
   compile times; ``graphs``: the same with ``torch.compile`` in
   ``reduce-overhead`` mode and the eager model as CUDA graphs;
   ``autotune``: with ``max-autotune-no-cudagraphs`` (long compilation).
-- ``test_cuda``: ``pytest tests/test_cuda.py -k official`` (outputs and
+- ``test_cuda``: ``pytest tests/test_models/test_cuda.py -k official`` (outputs and
   gradients against the official code on the GPU).
 
 Files written (the device tool of this project brings back at most 8):
@@ -337,7 +337,7 @@ def phase_test_cuda(args) -> str:
     env = dict(os.environ)
     if args.official:
         env['LIGHTVIT_OFFICIAL'] = args.official
-    command = [sys.executable, '-m', 'pytest', 'tests/test_cuda.py', '-k', 'official', '-s',
+    command = [sys.executable, '-m', 'pytest', 'tests/test_models/test_cuda.py', '-k', 'official', '-s',
                '-q', '-p', 'no:cacheprovider']
     left = args.budget - elapsed()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,

@@ -2,7 +2,7 @@
 """Build the COCO-format digits dataset used by the CPU demo.
 
 Example:
-    python tools/dataset_converters/build_digits.py --out data/digits
+    python tools/demo/build_digits.py --out data/digits
 """
 import argparse
 

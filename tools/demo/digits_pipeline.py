@@ -14,7 +14,7 @@ Every stage runs ``tools/train.py`` in a subprocess with the repository's
 configs; each stage's budget is one option.
 
 Example:
-    python tools/digits_pipeline.py --cls-iters 1800 --det-iters 150 --seg-iters 300
+    python tools/demo/digits_pipeline.py --cls-iters 1800 --det-iters 150 --seg-iters 300
 """
 import argparse
 import glob
@@ -28,7 +28,7 @@ import time
 
 import torch
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
     'cls': 'configs/mmpretrain/digits/lightvit-tiny_digits.py',
     'det-scratch': 'configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_digits.py',
@@ -125,7 +125,7 @@ def plot_curves(results, out_file):
 
 def visualize(stage_result, config, out_file):
     subprocess.check_call([
-        sys.executable, osp.join(REPO, 'tools/analysis/visualize_predictions.py'),
+        sys.executable, osp.join(REPO, 'tools/demo/visualize_predictions.py'),
         osp.join(REPO, config), stage_result['checkpoint'], '--out', out_file,
         '--img-dir', stage_result['img_dir']], cwd=REPO, stdout=subprocess.DEVNULL)
 

@@ -5,7 +5,7 @@ The config's scope picks the package: mmdet (``init_detector`` +
 ``DetLocalVisualizer``) or mmseg (``init_model`` + ``SegLocalVisualizer``).
 
 Example:
-    python tools/analysis/visualize_predictions.py CONFIG CHECKPOINT --out preds.png
+    python tools/demo/visualize_predictions.py CONFIG CHECKPOINT --out preds.png
 """
 import argparse
 import os
@@ -16,7 +16,7 @@ import numpy as np
 from mmengine.config import Config
 from mmengine.registry import VISUALIZERS, init_default_scope
 
-from lightvit_mm.utils.checkpoint import safe_mmengine_checkpoints
+from lightvit_mm.checkpoint.io import safe_mmengine_checkpoints
 
 
 def load_model(cfg, checkpoint, device):

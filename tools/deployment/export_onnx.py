@@ -42,7 +42,7 @@ if REPO not in sys.path:  # runnable as a plain script from any directory
     sys.path.insert(0, REPO)
 
 from lightvit_mm import LightViT, LightViTFPN  # noqa: E402
-from lightvit_mm.utils.checkpoint import extract_state_dict, load_checkpoint_file, strip_prefixes  # noqa: E402
+from lightvit_mm.checkpoint.io import extract_state_dict, load_checkpoint_file, strip_prefixes  # noqa: E402
 
 
 class BackboneWithNeck(nn.Module):

@@ -21,7 +21,7 @@ if REPO not in sys.path:  # runnable as a plain script from any directory
 from mmengine.config import DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from lightvit_mm.engine.data_root import DATA_ROOT_HELP, check_data_files, load_config  # noqa: E402
+from lightvit_mm.launch.data_root import DATA_ROOT_HELP, check_data_files, load_config  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -20,7 +20,7 @@ import torch
 from mmpretrain.registry import MODELS
 
 import lightvit_mm  # noqa: F401 (registers LightViT and LightViTClsNeck)
-from lightvit_mm.utils.checkpoint import (
+from lightvit_mm.checkpoint.io import (
     CLASSIFIER_PARTS,
     extract_state_dict,
     infer_lightvit_arch,

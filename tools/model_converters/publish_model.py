@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightvit_mm.utils.checkpoint import load_checkpoint_file, save_checkpoint_atomic
+from lightvit_mm.checkpoint.io import load_checkpoint_file, save_checkpoint_atomic
 
 #: the ``meta`` entries a released checkpoint keeps
 KEPT_META = ('dataset_meta', 'cfg', 'mmengine_version', 'experiment_name')

@@ -1,6 +1,6 @@
 # Mask R-CNN + LightViT-T with the paper's COCO 1x recipe, on your own
 # COCO-format data (docs/own_data.md). The "own" data here are the digits
-# (python tools/dataset_converters/build_digits.py --out data/digits): ten
+# (python tools/demo/build_digits.py --out data/digits): ten
 # categories named '0'..'9', images in train/ and val/, annotation files in
 # annotations/. Change what is marked "yours".
 _base_ = '../mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py'

@@ -1,5 +1,5 @@
 # The CPU demo: Mask R-CNN + LightViT-T trained from scratch on the digits
-# canvases (tools/dataset_converters/build_digits.py). Data, resolution,
+# canvases (tools/demo/build_digits.py). Data, resolution,
 # schedule, RoI budget and two backbone settings for training from scratch
 # differ from the COCO 1x config.
 _base_ = '../mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py'
@@ -75,5 +75,5 @@ model.update(
     test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
 randomness = dict(seed=0)
 # Resuming (tools/train.py --resume) continues with the random numbers of an
-# uninterrupted run: lightvit_mm.engine.hooks.RNGStateHook saves and restores them.
+# uninterrupted run: lightvit_mm.engine.hooks.rng_state_hook.RNGStateHook saves and restores them.
 custom_hooks = [dict(type='RNGStateHook')]

@@ -26,7 +26,7 @@ class CompileModuleHook(Hook):
     forward in place: the module stays where it was, so state-dict keys,
     checkpoints and ``load_from`` are unchanged (``torch.compile(module)``
     would wrap it and prefix every key with ``_orig_mod.``). The first
-    iterations of each input size are slow (compilation; see docs/speed.md).
+    iterations of each input size are slow (compilation; see docs/benchmarks.md).
 
     Args:
         module (str): Dotted path of the submodule in the model (unwrapped

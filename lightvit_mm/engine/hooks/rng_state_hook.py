@@ -30,7 +30,7 @@ class RNGStateHook(Hook):
     generators (when CUDA is available), numpy's global generator and
     Python's ``random``: tensors, tuples, ints and a numeric numpy array, all
     read by ``torch.load(weights_only=True)`` once ``lightvit_mm`` is imported
-    (:mod:`lightvit_mm.utils.safe_unpickling`).
+    (:mod:`lightvit_mm.checkpoint.safe_unpickling`).
 
     The states are restored at the start of the first resumed iteration, after
     the loop has skipped the batches already trained on, so whatever the skip

@@ -1,0 +1,2 @@
+"""Measurement helpers shared by the analysis tools and the tests: FLOP and
+parameter counting."""
