@@ -13,16 +13,14 @@ The official LightViT checkpoints come as raw state dicts, as
 them all.
 """
 import contextlib
-import logging
 import os
 import os.path as osp
 import pickle
 import re
 import tempfile
-from typing import Dict, Iterator, Optional
+from typing import Iterator, Optional
 
 import torch
-from mmengine.logging import print_log
 
 from .safe_unpickling import safe_globals
 
@@ -148,165 +146,3 @@ def strip_prefixes(state_dict, prefix: Optional[str] = None):
     if prefix:
         state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     return state_dict
-
-
-#: top-level modules of the official classifier that a backbone does not have
-CLASSIFIER_PARTS = ('norm', 'neck', 'head')
-
-#: official classifier module -> the mmpretrain classifier's
-#: (``LightViT`` backbone, ``LightViTClsNeck`` neck, ``LinearClsHead`` head)
-OFFICIAL_TO_MMPRETRAIN = {'norm.': 'neck.norm.', 'neck.': 'neck.proj.', 'head.': 'head.fc.'}
-
-
-def official_to_mmpretrain(state_dict):
-    """Rename an official LightViT classifier state dict for mmpretrain's
-    ``ImageClassifier(LightViT, LightViTClsNeck, LinearClsHead)``: backbone
-    keys get ``backbone.``, and ``norm.``/``neck.``/``head.`` become
-    ``neck.norm.``/``neck.proj.``/``head.fc.``."""
-    converted = {}
-    for key, value in state_dict.items():
-        prefix = next((p for p in OFFICIAL_TO_MMPRETRAIN if key.startswith(p)), None)
-        new_key = (OFFICIAL_TO_MMPRETRAIN[prefix] + key[len(prefix):] if prefix
-                   else 'backbone.' + key)
-        converted[new_key] = value
-    return converted
-
-
-def infer_lightvit_arch(state_dict) -> dict:
-    """The ``LightViT`` arguments that an official-layout state dict was made
-    with: ``arch`` (a dict), ``window_size``, and, when the classifier parts
-    are present, ``neck_dims`` and ``num_classes``.
-
-    Raises:
-        KeyError: the state dict is not a LightViT one.
-    """
-    if 'global_token' not in state_dict or 'stages.0.0.attn.qkv.weight' not in state_dict:
-        raise KeyError('not a LightViT state dict: no global_token or '
-                       f'stages.0.0.attn.qkv.weight among {list(state_dict)[:5]}...')
-    stages = sorted({int(k.split('.')[1]) for k in state_dict if k.startswith('stages.')})
-    arch = dict(embed_dims=[], depths=[], num_heads=[], mlp_ratios=[],
-                num_tokens=state_dict['global_token'].shape[1])
-    for i in stages:
-        first = 1 if i > 0 else 0  # stages i > 0 start with the patch merging
-        blocks = {int(k.split('.')[2]) for k in state_dict
-                  if k.startswith(f'stages.{i}.') and '.attn.qkv.' in k}
-        prefix = f'stages.{i}.{first}.'
-        dims = state_dict[prefix + 'norm1.weight'].shape[0]
-        arch['embed_dims'].append(dims)
-        arch['depths'].append(len(blocks))
-        arch['num_heads'].append(state_dict[prefix + 'attn.relative_position_bias_table'].shape[1])
-        arch['mlp_ratios'].append(state_dict[prefix + 'mlp.fc1.weight'].shape[0] / dims)
-    table = state_dict['stages.0.0.attn.relative_position_bias_table'].shape[0]
-    info = dict(arch=arch, window_size=(int(round(table**0.5)) + 1) // 2)
-    if 'head.weight' in state_dict:
-        info.update(num_classes=state_dict['head.weight'].shape[0],
-                    neck_dims=state_dict['head.weight'].shape[1])
-    return info
-
-
-def load_lightvit_weights(model,
-                          checkpoint: str,
-                          prefix: Optional[str] = None,
-                          checkpoint_key: str = 'model',
-                          global_token_init: str = 'strict',
-                          weights_only: bool = True,
-                          map_location='cpu') -> Dict[str, list]:
-    """Load the weights of a ``LightViT`` backbone from an official or
-    OpenMMLab checkpoint (``LightViT.load_pretrained`` and its
-    ``init_cfg=dict(type='Pretrained', ...)`` call this).
-
-    Accepts a raw state dict, ``{'state_dict': ...}``, the official
-    training format ``{'model', 'ema_model', ...}``, and checkpoints of
-    whole mmdet/mmseg/mmpretrain models (``backbone.`` prefix) or of
-    wrapped models (``module.``). The official classifier's ``norm``,
-    ``neck`` and ``head`` are skipped quietly; every other difference is
-    logged, and a checkpoint that matches nothing fails.
-
-    Args:
-        model (LightViT): The backbone to load into.
-        checkpoint (str): Path or URL of the checkpoint.
-        prefix (str, optional): Load only the keys under this prefix
-            (e.g. ``'backbone.'``); None takes ``backbone.`` when present.
-        checkpoint_key (str): ``'model'`` or ``'ema_model'`` for official
-            training checkpoints. Defaults to ``'model'``.
-        global_token_init (str): What to do when the checkpoint has another
-            number of global tokens than the model: ``'strict'`` fails,
-            ``'repeat'`` tiles the checkpoint's tokens to the model's
-            count (cut at the end). A whole multiple of the checkpoint's
-            count nearly keeps the network's function (attention over k
-            identical copies equals attention over one; only the FFN's
-            mean over all tokens sees the copies); a partial last copy
-            weighs its tokens more and changes it.
-            ``'zeros'`` drops the checkpoint's tokens and sets the model's
-            to zero: what the released official detection LightViT-T
-            (``num_tokens=512``, github.com/hunto/LightViT
-            ``detection/lightvit.py``) gets in effect, since mmcv's
-            non-strict load skips the mismatched tensor and the model
-            builds its tokens with ``torch.zeros``. Defaults to ``'strict'``.
-        weights_only (bool): Refuse pickled objects other than tensors and
-            mmengine's own. Defaults to True.
-        map_location (str): Where tensors are loaded. Defaults to 'cpu'.
-
-    Returns:
-        dict: the names ``loaded``, ``missing`` (model keys not in the
-        checkpoint), ``unexpected`` (checkpoint keys not in the model)
-        and ``ignored`` (classifier parts).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        KeyError: no checkpoint key matches the backbone.
-        ValueError: a tensor's shape differs from the model's, or the
-            global-token count differs under ``'strict'``.
-    """
-    if global_token_init not in ('strict', 'repeat', 'zeros'):
-        raise ValueError(f"global_token_init must be 'strict', 'repeat' or 'zeros', "
-                         f'got {global_token_init!r}')
-    raw = load_checkpoint_file(checkpoint, map_location, weights_only)
-    state_dict, source = extract_state_dict(raw, checkpoint_key)
-    state_dict = strip_prefixes(state_dict, prefix)
-    own = model.state_dict()
-    ignored = [k for k in state_dict
-               if k not in own and k.split('.')[0] in CLASSIFIER_PARTS]
-    state_dict = {k: v for k, v in state_dict.items() if k not in ignored}
-    loaded = [k for k in state_dict if k in own]
-    if not loaded:
-        raise KeyError(
-            f'no key of {checkpoint} (state dict from {source}, first keys '
-            f'{list(state_dict)[:5]}) matches the LightViT backbone (e.g. '
-            f"{list(own)[:3]}). Is it a LightViT checkpoint? Set init_cfg's "
-            "prefix to the backbone's prefix, if it has one.")
-    tokens, own_tokens = state_dict.get('global_token'), own['global_token']
-    if (tokens is not None and tokens.dim() == 3 and tokens.shape[2] == own_tokens.shape[2]
-            and tokens.shape[1] != own_tokens.shape[1]):
-        if global_token_init == 'strict':
-            raise ValueError(
-                f'{checkpoint} has {tokens.shape[1]} global tokens '
-                f'{tuple(tokens.shape)}, the model {model.num_tokens} '
-                f'{tuple(own_tokens.shape)}: build the model with '
-                f'num_tokens={tokens.shape[1]}, or add '
-                "global_token_init='repeat' (tile the checkpoint's tokens) or "
-                "'zeros' (start from zero tokens) to the Pretrained init_cfg")
-        if global_token_init == 'repeat':
-            repeats = -(-model.num_tokens // tokens.shape[1])
-            state_dict['global_token'] = tokens.repeat(1, repeats, 1)[:, :model.num_tokens]
-            action = 'tiled'
-        else:
-            state_dict['global_token'] = torch.zeros_like(own_tokens)
-            action = 'replaced by zeros'
-        print_log(f"global_token: the checkpoint's {tokens.shape[1]} tokens {action}, "
-                  f'the model has {model.num_tokens}', logger='current')
-    mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                  for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
-    if mismatched:
-        raise ValueError(f'shapes in {checkpoint} differ from the model: '
-                         + '; '.join(mismatched))
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    model.load_state_dict(state_dict, strict=False)
-    print_log(f'LightViT: loaded {len(loaded)}/{len(own)} tensors from {checkpoint} '
-              f'({source}); skipped {len(ignored)} classifier keys; missing: '
-              f'{missing or "none"}; unexpected: {unexpected or "none"}',
-              logger='current',
-              level=logging.WARNING if unexpected or any(
-                  not k.startswith('norm') for k in missing) else logging.INFO)
-    return dict(loaded=loaded, missing=missing, unexpected=unexpected, ignored=ignored)

@@ -1,9 +1,12 @@
 import pytest
 import torch
+from conftest import load_tool
 from mmpretrain.registry import MODELS
 
 import lightvit_mm  # noqa: F401 (registers the classes)
-from lightvit_mm.checkpoint.io import official_to_mmpretrain
+
+official_to_mmpretrain = load_tool(
+    'tools/model_converters/lightvit_official_to_mm.py').official_to_mmpretrain
 
 
 def build_classifier(arch, neck_dim, num_classes):

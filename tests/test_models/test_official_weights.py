@@ -6,7 +6,10 @@ import torch
 from conftest import REPO, build_model, load_tool
 
 from lightvit_mm.models import LightViT
-from lightvit_mm.checkpoint.io import infer_lightvit_arch, official_to_mmpretrain
+from lightvit_mm.models.backbones.lightvit_weights import infer_lightvit_arch
+
+CONVERTER = load_tool('tools/model_converters/lightvit_official_to_mm.py')
+official_to_mmpretrain = CONVERTER.official_to_mmpretrain
 
 
 @pytest.fixture

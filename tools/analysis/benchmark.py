@@ -180,8 +180,8 @@ def _official_import_stand_ins():
 @contextlib.contextmanager
 def _moved_module_stand_ins():
     """Old names of moved lightvit_mm modules, for backbones at older refs
-    (``lightvit_mm.checkpoint`` became ``lightvit_mm.checkpoint.io``)."""
-    from lightvit_mm.checkpoint import io as checkpoint
+    (``lightvit_mm.checkpoint`` became ``lightvit_mm.models.backbones.lightvit_weights``)."""
+    from lightvit_mm.models.backbones import lightvit_weights as checkpoint
     moved = {'lightvit_mm.checkpoint': checkpoint}
     missing = [name for name in moved if name not in sys.modules]
     sys.modules.update({name: moved[name] for name in missing})

@@ -21,13 +21,30 @@ from mmpretrain.registry import MODELS
 
 import lightvit_mm  # noqa: F401 (registers LightViT and LightViTClsNeck)
 from lightvit_mm.checkpoint.io import (
-    CLASSIFIER_PARTS,
     extract_state_dict,
-    infer_lightvit_arch,
     load_checkpoint_file,
-    official_to_mmpretrain,
     save_checkpoint_atomic,
 )
+from lightvit_mm.models.backbones.lightvit_weights import CLASSIFIER_PARTS, infer_lightvit_arch
+
+
+#: official classifier module -> the mmpretrain classifier's
+#: (``LightViT`` backbone, ``LightViTClsNeck`` neck, ``LinearClsHead`` head)
+OFFICIAL_TO_MMPRETRAIN = {'norm.': 'neck.norm.', 'neck.': 'neck.proj.', 'head.': 'head.fc.'}
+
+
+def official_to_mmpretrain(state_dict):
+    """Rename an official LightViT classifier state dict for mmpretrain's
+    ``ImageClassifier(LightViT, LightViTClsNeck, LinearClsHead)``: backbone
+    keys get ``backbone.``, and ``norm.``/``neck.``/``head.`` become
+    ``neck.norm.``/``neck.proj.``/``head.fc.``."""
+    converted = {}
+    for key, value in state_dict.items():
+        prefix = next((p for p in OFFICIAL_TO_MMPRETRAIN if key.startswith(p)), None)
+        new_key = (OFFICIAL_TO_MMPRETRAIN[prefix] + key[len(prefix):] if prefix
+                   else 'backbone.' + key)
+        converted[new_key] = value
+    return converted
 
 
 def build_classifier(info):

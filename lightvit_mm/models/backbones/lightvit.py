@@ -17,7 +17,7 @@ from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lightvit_mm.checkpoint.io import load_lightvit_weights
+from .lightvit_weights import load_lightvit_weights
 
 
 class ConvStem(BaseModule):
@@ -743,7 +743,7 @@ class LightViT(BaseModule):
 
     def load_pretrained(self, checkpoint: str, **kwargs) -> Dict[str, list]:
         """Load backbone weights from an official or OpenMMLab checkpoint;
-        see :func:`lightvit_mm.checkpoint.io.load_lightvit_weights` for the
+        see :func:`lightvit_mm.models.backbones.lightvit_weights.load_lightvit_weights` for the
         accepted formats, the keyword arguments and the errors raised."""
         return load_lightvit_weights(self, checkpoint, **kwargs)
 
