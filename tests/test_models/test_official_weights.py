@@ -85,9 +85,10 @@ def test_detection_checkpoint_through_init_cfg_gives_official_outputs(
 def test_global_token_count(tmp_path, mini_arch, official_vectors_v2):
     path = str(tmp_path / 'det.pth')
     torch.save(official_vectors_v2['det_state_dict'], path)
-    with pytest.raises(ValueError, match=r"has 4 global tokens .* the model 10 .*"
-                       r"num_tokens=4.*global_token_init='repeat'"):
-        pretrained_model(dict(mini_arch, num_tokens=10), path)
+    for num_tokens in (10, 8):  # 'strict' (the default) refuses whole multiples too
+        with pytest.raises(ValueError, match=rf"has 4 global tokens .* the model {num_tokens} .*"
+                           r"num_tokens=4.*global_token_init='repeat'"):
+            pretrained_model(dict(mini_arch, num_tokens=num_tokens), path)
     tiled = pretrained_model(dict(mini_arch, num_tokens=10), path,
                              global_token_init='repeat').eval()
     tokens = official_vectors_v2['det_state_dict']['global_token']
@@ -103,6 +104,65 @@ def test_global_token_count(tmp_path, mini_arch, official_vectors_v2):
     assert 1e-5 < max(float((o - r).abs().max()) for o, r in zip(outs, refs)) < 5e-3
     # ... a partial copy (10 = 4 + 4 + 2) weighs tokens 1-2 more in every attention.
     assert max(float((o - r).abs().max()) for o, r in zip(partial, refs)) > 3e-2
+
+
+def test_every_load_path_tiles_whole_multiples(tmp_path, mini_arch, official_vectors_v2):
+    """The load-state-dict pre-hook: ``load_state_dict``, mmengine's
+    ``load_checkpoint`` and a Runner's ``load_from`` (a whole model, the
+    backbone under ``backbone.``, loaded non-strictly) tile 4 global tokens
+    to 8 as the Pretrained init_cfg's ``global_token_init='repeat'`` does."""
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+    from mmengine.runner.checkpoint import load_checkpoint
+
+    class Detector(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.backbone = LightViT(arch=dict(mini_arch, num_tokens=8))
+
+        def forward(self, *args, **kwargs):
+            raise NotImplementedError
+    state = official_vectors_v2['det_state_dict']
+    path, whole = str(tmp_path / 'det.pth'), str(tmp_path / 'detector.pth')
+    torch.save(state, path)
+    torch.save({'meta': {}, 'state_dict': {'backbone.' + k: v for k, v in state.items()}}, whole)
+    expected = pretrained_model(dict(mini_arch, num_tokens=8), path,
+                                global_token_init='repeat').state_dict()
+    tokens = state['global_token']
+    assert torch.equal(expected['global_token'], torch.cat([tokens, tokens], 1))
+
+    direct = LightViT(arch=dict(mini_arch, num_tokens=8))
+    direct.load_state_dict(state, strict=True)
+    through_mmengine = Detector()
+    load_checkpoint(through_mmengine, whole, map_location='cpu', strict=True)
+    runner = Runner(model=Detector(), work_dir=str(tmp_path / 'work_dir'), load_from=whole)
+    runner.load_or_resume()
+    for model in (direct, through_mmengine.backbone, runner.model.backbone):
+        loaded = model.state_dict()
+        assert loaded.keys() == expected.keys()
+        for key, value in expected.items():
+            assert torch.equal(loaded[key], value), key
+
+
+@pytest.mark.parametrize('num_tokens', [10, 2])
+def test_load_paths_refuse_partial_copies(tmp_path, mini_arch, official_vectors_v2,
+                                          num_tokens):
+    """10 or 2 tokens from 4: not a whole multiple, so ``load_state_dict``
+    and mmengine's non-strict ``load_checkpoint`` fail and say what to do
+    (the init_cfg's ``global_token_init='repeat'`` tiles them anyway)."""
+    from mmengine.runner.checkpoint import load_checkpoint
+    path = str(tmp_path / 'det.pth')
+    torch.save(official_vectors_v2['det_state_dict'], path)
+    message = (rf'global_token has 4 global tokens \(1, 4, 16\), the model {num_tokens} '
+               rf'\(1, {num_tokens}, 16\), not a whole multiple of 4: build the model with '
+               r"num_tokens=4.*global_token_init='repeat'.*global_token_init='zeros'")
+    model = LightViT(arch=dict(mini_arch, num_tokens=num_tokens))
+    with pytest.raises(ValueError, match=message):
+        model.load_state_dict(official_vectors_v2['det_state_dict'])
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(model, path, map_location='cpu', strict=False)
+    assert pretrained_model(dict(mini_arch, num_tokens=num_tokens), path,
+                            global_token_init='repeat').global_token.shape[1] == num_tokens
 
 
 def test_errors(tmp_path, mini_arch, cls_state):

@@ -17,7 +17,7 @@ from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .lightvit_weights import load_lightvit_weights
+from .lightvit_weights import load_lightvit_weights, tile_global_tokens_pre_hook
 
 
 class ConvStem(BaseModule):
@@ -565,9 +565,14 @@ class LightViT(BaseModule):
             Defaults to truncated-normal Linear weights (std 0.02) and unit
             LayerNorms. ``dict(type='Pretrained', checkpoint=PATH)`` loads
             an official or OpenMMLab checkpoint through
-            :meth:`load_pretrained`; its other keys (``prefix``,
-            ``checkpoint_key``, ``global_token_init``, ``weights_only``,
-            ``map_location``) are passed on.
+            :meth:`load_pretrained` in :meth:`init_weights`; its other keys
+            (``prefix``, ``checkpoint_key``, ``global_token_init``,
+            ``weights_only``, ``map_location``) are passed on. Whatever the
+            load path (also ``load_state_dict``, mmengine's
+            ``load_checkpoint`` and ``load_from``), a checkpoint's global
+            tokens are tiled to ``num_tokens`` when it is a whole multiple
+            of their count (``tile_global_tokens_pre_hook`` of
+            :mod:`lightvit_mm.models.backbones.lightvit_weights`).
 
     Raises:
         KeyError: ``arch`` is an unknown name.
@@ -637,7 +642,10 @@ class LightViT(BaseModule):
                 dict(type='TruncNormal', layer='Linear', std=.02, bias=0.),
                 dict(type='Constant', layer='LayerNorm', val=1., bias=0.),
             ]
-        super().__init__(init_cfg)
+        cfgs = init_cfg if isinstance(init_cfg, list) else [init_cfg]
+        pretrained = [dict(c) for c in cfgs if c and c.get('type') == 'Pretrained']
+        super().__init__([c for c in cfgs if c and c.get('type') != 'Pretrained'] or None)
+        self.pretrained_cfgs = pretrained
         self.arch_settings = self._parse_arch(arch)
         self.embed_dims = list(self.arch_settings['embed_dims'])
         self.depths = list(self.arch_settings['depths'])
@@ -678,6 +686,9 @@ class LightViT(BaseModule):
             for i in self.out_indices:
                 self.add_module(f'norm{i}', nn.LayerNorm(self.embed_dims[i], eps=1e-6))
         self._freeze_stages()
+        # Every load path (load_state_dict, load_checkpoint, load_from, init_cfg) tiles
+        # a checkpoint's global tokens to a whole multiple of their count.
+        self.register_load_state_dict_pre_hook(tile_global_tokens_pre_hook)
 
     @classmethod
     def _parse_arch(cls, arch) -> Dict:
@@ -724,27 +735,26 @@ class LightViT(BaseModule):
         return tuple(sorted(parsed))
 
     def init_weights(self):
+        """The official initialisation: truncated-normal global tokens (std
+        0.02), then ``init_cfg`` and the sub-modules' own (mmengine), then the
+        weights of every ``Pretrained`` entry through :meth:`load_pretrained`.
+
+        The ``Pretrained`` entries were set apart from ``init_cfg`` by the
+        constructor (``pretrained_cfgs``): mmengine's ``PretrainedInit``
+        knows neither the official formats nor their keys, and reads
+        checkpoints unsafely.
+        """
         if self.is_init:
             return super().init_weights()  # mmengine warns and does nothing
-        original = self.init_cfg
-        cfgs = original if isinstance(original, list) else [original]
-        pretrained = [c for c in cfgs if c and c.get('type') == 'Pretrained']
         trunc_normal_(self.global_token, std=.02)
-        # mmengine's PretrainedInit loads non-strictly and knows only
-        # {'state_dict': ...}: load the official formats ourselves instead.
-        self.init_cfg = [c for c in cfgs if c and c not in pretrained] or None
-        try:
-            super().init_weights()
-        finally:
-            self.init_cfg = original
-        for cfg in pretrained:
-            kwargs = {k: v for k, v in cfg.items() if k != 'type'}
-            self.load_pretrained(**kwargs)
+        super().init_weights()
+        for cfg in self.pretrained_cfgs:
+            self.load_pretrained(**{k: v for k, v in cfg.items() if k != 'type'})
 
     def load_pretrained(self, checkpoint: str, **kwargs) -> Dict[str, list]:
         """Load backbone weights from an official or OpenMMLab checkpoint;
-        see :func:`lightvit_mm.models.backbones.lightvit_weights.load_lightvit_weights` for the
-        accepted formats, the keyword arguments and the errors raised."""
+        see :func:`~lightvit_mm.models.backbones.lightvit_weights.load_lightvit_weights`
+        for the accepted formats, the keyword arguments and the errors raised."""
         return load_lightvit_weights(self, checkpoint, **kwargs)
 
     def _freeze_stages(self):

@@ -50,6 +50,64 @@ def infer_lightvit_arch(state_dict) -> dict:
     return info
 
 
+def other_token_count(tokens: Optional[torch.Tensor], own: torch.Tensor) -> bool:
+    """Whether ``tokens`` (a state dict's ``global_token``, or None) are
+    global tokens of the model's width C but another count T: both (1, T, C)."""
+    return (tokens is not None and tokens.dim() == 3 and tokens.shape[2] == own.shape[2]
+            and tokens.shape[1] != own.shape[1])
+
+
+def tile_global_tokens(tokens: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """The global tokens ``tokens`` (1, T, C) repeated along the tokens and cut
+    at the end to ``num_tokens`` (1, num_tokens, C): token i is ``tokens[:, i % T]``.
+
+    A whole multiple k * T nearly keeps the network's function (attention over
+    k identical copies equals attention over one; only the FFN's mean over
+    all tokens sees the copies); a partial last copy weighs its tokens more
+    and changes it (docs/official_weights.md, measured)."""
+    repeats = -(-num_tokens // tokens.shape[1])
+    return tokens.repeat(1, repeats, 1)[:, :num_tokens]
+
+
+def tile_global_tokens_pre_hook(module, state_dict, prefix, *args) -> None:
+    """Load-state-dict pre-hook of ``LightViT`` (registered in its constructor,
+    as mmpretrain's ``SwinTransformer`` adapts its relative position tables):
+    a ``global_token`` (1, T, C) of the model's width C whose count T differs
+    from the model's ``num_tokens`` is tiled to it (:func:`tile_global_tokens`)
+    when ``num_tokens`` is a whole multiple of T, the one case that nearly
+    keeps the network's function. It serves every load path:
+    ``load_state_dict``, mmengine's ``load_checkpoint``, a Runner's
+    ``load_from`` and the ``Pretrained`` init_cfg.
+
+    Args:
+        module (LightViT): The backbone being loaded.
+        state_dict (dict): The state dict being loaded (modified in place).
+        prefix (str): The backbone's prefix in it (e.g. ``'backbone.'``).
+        *args: The other arguments torch passes (unused).
+
+    Raises:
+        ValueError: another count that ``num_tokens`` is not a whole multiple
+            of (a partial copy, or fewer tokens than the checkpoint's); the
+            message names both counts and what to do.
+    """
+    key = prefix + 'global_token'
+    tokens = state_dict.get(key)
+    if not other_token_count(tokens, module.global_token):
+        return
+    if module.num_tokens % tokens.shape[1]:
+        raise ValueError(
+            f'{key} has {tokens.shape[1]} global tokens {tuple(tokens.shape)}, the model '
+            f'{module.num_tokens} {tuple(module.global_token.shape)}, not a whole multiple '
+            f'of {tokens.shape[1]}: build the model with num_tokens={tokens.shape[1]} (or a '
+            "multiple of it), or load through init_cfg=dict(type='Pretrained', "
+            "checkpoint=..., global_token_init='repeat') (tile the checkpoint's tokens, the "
+            "last copy cut) or global_token_init='zeros' (start from zero tokens)")
+    state_dict[key] = tile_global_tokens(tokens, module.num_tokens)
+    print_log(f"{key}: the checkpoint's {tokens.shape[1]} tokens tiled "
+              f'{module.num_tokens // tokens.shape[1]} times, the model has {module.num_tokens}',
+              logger='current')
+
+
 def load_lightvit_weights(model,
                           checkpoint: str,
                           prefix: Optional[str] = None,
@@ -78,11 +136,9 @@ def load_lightvit_weights(model,
         global_token_init (str): What to do when the checkpoint has another
             number of global tokens than the model: ``'strict'`` fails,
             ``'repeat'`` tiles the checkpoint's tokens to the model's
-            count (cut at the end). A whole multiple of the checkpoint's
-            count nearly keeps the network's function (attention over k
-            identical copies equals attention over one; only the FFN's
-            mean over all tokens sees the copies); a partial last copy
-            weighs its tokens more and changes it.
+            count (:func:`tile_global_tokens`: the last copy may be cut,
+            whereas the other load paths tile whole multiples only, see
+            :func:`tile_global_tokens_pre_hook`).
             ``'zeros'`` drops the checkpoint's tokens and sets the model's
             to zero: what the released official detection LightViT-T
             (``num_tokens=512``, github.com/hunto/LightViT
@@ -122,8 +178,7 @@ def load_lightvit_weights(model,
             f"{list(own)[:3]}). Is it a LightViT checkpoint? Set init_cfg's "
             "prefix to the backbone's prefix, if it has one.")
     tokens, own_tokens = state_dict.get('global_token'), own['global_token']
-    if (tokens is not None and tokens.dim() == 3 and tokens.shape[2] == own_tokens.shape[2]
-            and tokens.shape[1] != own_tokens.shape[1]):
+    if other_token_count(tokens, own_tokens):
         if global_token_init == 'strict':
             raise ValueError(
                 f'{checkpoint} has {tokens.shape[1]} global tokens '
@@ -133,8 +188,7 @@ def load_lightvit_weights(model,
                 "global_token_init='repeat' (tile the checkpoint's tokens) or "
                 "'zeros' (start from zero tokens) to the Pretrained init_cfg")
         if global_token_init == 'repeat':
-            repeats = -(-model.num_tokens // tokens.shape[1])
-            state_dict['global_token'] = tokens.repeat(1, repeats, 1)[:, :model.num_tokens]
+            state_dict['global_token'] = tile_global_tokens(tokens, model.num_tokens)
             action = 'tiled'
         else:
             state_dict['global_token'] = torch.zeros_like(own_tokens)
