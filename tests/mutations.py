@@ -25,6 +25,7 @@ import tempfile
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BACKBONE = 'lightvit_mm/models/backbones/lightvit.py'
 FPN = 'lightvit_mm/models/necks/lightvit_fpn.py'
+WINDOW_ATTENTION = 'lightvit_mm/models/utils/window_attention.py'
 
 #: name -> (description, file, [(text, replacement), ...])
 MUTATIONS = {
@@ -42,7 +43,7 @@ MUTATIONS = {
         [('self.attn(self.norm1(x), hw_shape)', 'self.attn(self.norm2(x), hw_shape)'),
          ('self.mlp(self.norm2(x))', 'self.mlp(self.norm1(x))')]),
     'position_index_swapped': (
-        'relative-position index with rows and columns swapped', BACKBONE,
+        'relative-position index with rows and columns swapped', WINDOW_ATTENTION,
         [('(rel[0] * (2 * window_size - 1) + rel[1])',
           '(rel[1] * (2 * window_size - 1) + rel[0])')]),
     'tanh_gelu': (

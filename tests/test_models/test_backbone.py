@@ -209,7 +209,7 @@ def official_index(window_size):
 
 @pytest.mark.parametrize('window_size', [1, 2, 3, 7])
 def test_relative_position_index_matches_official(window_size, official_vectors_v2):
-    from lightvit_mm.models.backbones.lightvit import relative_position_index
+    from lightvit_mm.models.utils import relative_position_index
     ours = relative_position_index(window_size)
     assert ours.dtype == torch.long
     assert torch.equal(ours.view(window_size**2, -1), official_index(window_size))

@@ -19,7 +19,7 @@ from conftest import backbone_grads, load_official_backbone
 
 from lightvit_mm import LightViT
 from lightvit_mm.models.backbones import lightvit as lightvit_module
-from lightvit_mm.models.backbones.lightvit import WindowAttentionWithBias
+from lightvit_mm.models.utils import WindowAttentionWithBias
 
 
 def official_formula(q, k, v, bias):
