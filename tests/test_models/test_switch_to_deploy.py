@@ -20,6 +20,7 @@ from conftest import backbone_grads, load_official_backbone
 from lightvit_mm import LightViT
 from lightvit_mm.models.backbones import lightvit as lightvit_module
 from lightvit_mm.models.utils import WindowAttentionWithBias
+from lightvit_mm.models.utils.window_attention import softmax_backward
 
 
 def official_formula(q, k, v, bias):
@@ -32,7 +33,10 @@ def relative_error(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
 
-def test_window_attention_function_matches_autograd():
+@pytest.mark.parametrize('softmax_kernel', ['private', 'public fallback'])
+def test_window_attention_function_matches_autograd(softmax_kernel, monkeypatch):
+    if softmax_kernel == 'public fallback':  # as on a torch without the private kernel
+        monkeypatch.delattr(torch, '_softmax_backward_data')
     generator = torch.Generator().manual_seed(0)
     # q, k, v as strided views of one qkv tensor, as LightViTAttention passes them
     qkv = torch.randn(6, 49, 3, 2, 16, generator=generator, dtype=torch.float64)
@@ -52,6 +56,26 @@ def test_window_attention_function_matches_autograd():
     small_bias = torch.randn(1, 2, 5, 5, generator=generator, dtype=torch.float64,
                              requires_grad=True)
     assert torch.autograd.gradcheck(WindowAttentionWithBias.apply, small + [small_bias])
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.bfloat16])
+def test_softmax_backward_fallback_agrees_with_the_private_kernel(dtype, monkeypatch):
+    """``softmax_backward``'s two branches: torch's private kernel and the
+    public formula it falls back to give autograd's softmax gradient."""
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 2, 49, 49, generator=generator, dtype=torch.float64)
+    grad = torch.randn(6, 2, 49, 49, generator=generator, dtype=torch.float64)
+    leaf = scores.clone().requires_grad_()
+    leaf.softmax(-1).backward(grad)
+    probs, grad = scores.softmax(-1).to(dtype), grad.to(dtype)
+    private = softmax_backward(grad, probs)
+    monkeypatch.delattr(torch, '_softmax_backward_data')
+    public = softmax_backward(grad, probs)
+    assert private.dtype == public.dtype == dtype
+    tolerance = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(
+        rtol=0, atol=2e-2 * float(leaf.grad.abs().max()))
+    for ours in (private, public):
+        torch.testing.assert_close(ours.double(), leaf.grad, **tolerance)
 
 
 def test_window_attention_function_in_half_precision(monkeypatch):

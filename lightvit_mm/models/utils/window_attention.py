@@ -1,7 +1,7 @@
 # Copyright (c) lightvit-mm contributors. Licensed under the Apache License 2.0.
 """Window attention with a learned relative position bias (Swin, Liu et al.
-2021; LightViT's local attention, paper Sec. 3.2): the bias index and the
-training-time attention as an autograd Function."""
+2021; LightViT's local attention, paper Sec. 3.2): the bias index, the
+training-time attention as an autograd Function, and its softmax backward."""
 import torch
 
 
@@ -12,6 +12,23 @@ def relative_position_index(window_size: int) -> torch.Tensor:
         torch.arange(window_size), torch.arange(window_size), indexing='ij')).flatten(1)
     rel = (coords[:, :, None] - coords[:, None, :]) + (window_size - 1)
     return (rel[0] * (2 * window_size - 1) + rel[1]).flatten()
+
+
+def softmax_backward(grad_out: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """Gradient through ``probs = softmax(s, -1)``: ``probs * (grad_out -
+    rowsum(grad_out * probs))``, from the saved probabilities alone.
+
+    torch's own kernel (the private ``torch._softmax_backward_data``, what
+    autograd's softmax uses) where this torch has it, else the same formula
+    in public operations (one (..., L, L) temporary more).
+
+    Shapes:
+        grad_out, probs: (..., L); output: the same, dtype of ``probs``.
+    """
+    kernel = getattr(torch, '_softmax_backward_data', None)
+    if kernel is not None:
+        return kernel(grad_out, probs, -1, probs.dtype)
+    return probs * (grad_out - (grad_out * probs).sum(-1, keepdim=True))
 
 
 class WindowAttentionWithBias(torch.autograd.Function):
@@ -57,7 +74,7 @@ class WindowAttentionWithBias(torch.autograd.Function):
         grad_out = grad_out.to(attn.dtype)
         grad_v = torch.matmul(attn.transpose(-2, -1), grad_out)
         grad_attn = torch.matmul(grad_out, v.transpose(-2, -1))
-        grad_s = torch._softmax_backward_data(grad_attn, attn, -1, attn.dtype)
+        grad_s = softmax_backward(grad_attn, attn)
         grad_q = torch.matmul(grad_s, k).mul_(scale)
         grad_k = torch.matmul(grad_s.transpose(-2, -1), q).mul_(scale)
         grad_bias = None
