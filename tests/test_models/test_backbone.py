@@ -127,8 +127,8 @@ def test_norm_eval_keeps_stem_statistics():
 
 def test_drop_path_schedule():
     model = LightViT(arch='tiny', drop_path_rate=0.3)
-    rates = [getattr(block.drop_path, 'drop_prob', 0.) for stage in model.stages
-             for block in stage if hasattr(block, 'drop_path')]
+    rates = [block.drop_prob for stage in model.stages
+             for block in stage if hasattr(block, 'drop_prob')]
     assert len(rates) == 14
     assert rates[0] == 0 and rates[-1] == pytest.approx(0.3)
     assert rates == sorted(rates)

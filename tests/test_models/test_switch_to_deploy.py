@@ -219,7 +219,7 @@ def test_sdpa_fallback_unused_for_inference():
 def test_fused_drop_path_residual_matches_mmcv_drop_path():
     from mmcv.cnn.bricks import DropPath
     block = LightViT(arch='tiny', drop_path_rate=0.5).stages[2][6].train()
-    assert block.drop_path.drop_prob == 0.5  # the last block
+    assert block.drop_prob == 0.5  # the last block
     x, y = torch.randn(16, 9, 256), torch.randn(16, 9, 256)
     torch.manual_seed(3)
     fused = block._residual(x, y)

@@ -12,7 +12,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
-from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -323,7 +322,9 @@ class LightViTBlock(BaseModule):
         mlp_ratio (float): FFN hidden width relative to C.
         window_size (int): Side of the local windows. Defaults to 7.
         qkv_bias (bool): Bias in the qkv projections. Defaults to True.
-        drop_path (float): Stochastic depth rate. Defaults to 0.
+        drop_path (float): Stochastic depth rate: the probability that a
+            sample's attention or FFN branch is dropped in training, kept as
+            ``drop_prob``. Defaults to 0.
         drop_global_tokens (bool): Drop the global tokens after the attention,
             as the official detection code does in the very last block.
             Defaults to False.
@@ -355,16 +356,15 @@ class LightViTBlock(BaseModule):
                                       window_size, qkv_bias)
         self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
         self.mlp = BiAttnMlp(embed_dims, int(embed_dims * mlp_ratio))
-        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.drop_prob = drop_path
 
     def _residual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``x + self.drop_path(y)`` in one pass over the tokens: the per-sample
-        keep mask of mmcv's ``DropPath`` (same random draw), divided by the keep
-        probability, multiplies ``y`` inside ``torch.addcmul``."""
-        drop_prob = getattr(self.drop_path, 'drop_prob', 0.)
-        if not self.training or drop_prob == 0.:
+        """``x + DropPath(self.drop_prob)(y)`` in one pass over the tokens: the
+        per-sample keep mask of mmcv's ``DropPath`` (same random draw), divided
+        by the keep probability, multiplies ``y`` inside ``torch.addcmul``."""
+        if not self.training or self.drop_prob == 0.:
             return x + y
-        keep_prob = 1 - drop_prob
+        keep_prob = 1 - self.drop_prob
         mask = keep_prob + torch.rand((y.shape[0], ) + (1, ) * (y.dim() - 1),
                                       dtype=y.dtype, device=y.device)
         return torch.addcmul(x, y, mask.floor_().div_(keep_prob))
