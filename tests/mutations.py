@@ -31,8 +31,8 @@ WINDOW_ATTENTION = 'lightvit_mm/models/utils/window_attention.py'
 MUTATIONS = {
     'broadcast_scale_doubled': (
         'global broadcast with twice the attention scale', BACKBONE,
-        [('broadcast = F.scaled_dot_product_attention(q_img, k_glb, v_glb)',
-          'broadcast = F.scaled_dot_product_attention(q_img, k_glb, v_glb, '
+        [('return F.scaled_dot_product_attention(q_img, k_glb, v_glb)',
+          'return F.scaled_dot_product_attention(q_img, k_glb, v_glb, '
           'scale=2 * hd**-0.5)')]),
     'broadcast_values_as_keys': (
         'global broadcast attends with the values as keys', BACKBONE,

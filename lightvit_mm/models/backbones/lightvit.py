@@ -126,6 +126,10 @@ class LightViTAttention(BaseModule):
     windows and back, crops them for the global attentions and computes each
     attention as explicit matrix products.
 
+    The paper's three steps are :meth:`forward_local`,
+    :meth:`forward_global_aggregation` and :meth:`forward_global_broadcast`
+    (the official code's names), each over views of that ``qkv`` output.
+
     Args:
         embed_dims (int): Token width C.
         num_heads (int): Number of heads; must divide ``embed_dims``.
@@ -199,33 +203,10 @@ class LightViTAttention(BaseModule):
         q_glb = self.qkv(x_glb).view(B, T, 3, nh, hd)[:, :, 0].transpose(1, 2)
         qkv = self.qkv(x_img).view(B, -1, 3, nh, hd)  # (B, L, 3, nh, hd), window order
 
-        # 1. Local window attention, relative position bias as additive mask.
-        q, k, v = qkv.view(-1, ws * ws, 3, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self._position_bias()
-        if torch.is_grad_enabled() and not torch.jit.is_tracing():
-            local = WindowAttentionWithBias.apply(q, k, v, bias)
-        else:  # torch's fused kernel, which has no gradient for the bias
-            # Masks expanded to the full batch (a free view): with a batch-1
-            # mask the kernel would check whether the batch is 1, a guard on
-            # the input size under torch.export.
-            local = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias.expand(q.shape[0], -1, -1, -1))
-
-        # 2. Global aggregation: global-token queries over the image tokens
-        # (their order does not matter), padding masked out.
+        local = self.forward_local(qkv)
         q_img, k_img, v_img = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, L, hd)
-        # As an additive float mask: a boolean one makes the kernel build a
-        # float copy of the expanded (B, heads, T, L) mask on every call.
-        valid = self._valid_tokens(H, W, nWh, nWw, x.device)
-        mask = torch.zeros(valid.shape, dtype=q_glb.dtype, device=x.device).masked_fill(
-            ~valid, float('-inf')).expand(B, nh, T, -1)
-        x_glb = F.scaled_dot_product_attention(q_glb, k_img, v_img, attn_mask=mask)
-        x_glb = x_glb.transpose(1, 2).reshape(B, T, C)
-
-        # 3. Global broadcast: image queries over the aggregated global tokens.
-        k_glb, v_glb = self.kv_global(x_glb).view(B, T, 2, nh, hd).permute(
-            2, 0, 3, 1, 4).unbind(0)
-        broadcast = F.scaled_dot_product_attention(q_img, k_glb, v_glb)  # (B, nh, L, hd)
+        x_glb = self.forward_global_aggregation(q_glb, k_img, v_img, hw_shape)
+        broadcast = self.forward_global_broadcast(q_img, x_glb)
         # At most 6-D tensors: OpenVINO's CPU plugin (2026.4) computes this sum
         # wrongly when written on 7-D views (B, nWh, nWw, nh, ws, ws, hd) of
         # dynamically shaped inputs (docs/deployment.md).
@@ -235,6 +216,61 @@ class LightViTAttention(BaseModule):
         # (B * nWh, ws, nWw, ws, nh, hd): raster order, then crop the padding
         x_img = copy_as(x_img, B, nWh * ws, nWw * ws, C)[:, :H, :W]
         return self.proj(torch.cat([x_glb, copy_as(x_img, B, H * W, C)], dim=1))
+
+    def forward_local(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Step 1, local window attention: the image tokens attend within their
+        window, the relative position bias as additive mask.
+
+        Shapes:
+            qkv: (B, L, 3, heads, d), image tokens in window order (L =
+            nW * ws^2); output: (B * nW, heads, ws^2, d).
+        """
+        ws, nh, hd = self.window_size, self.num_heads, self.head_dims
+        q, k, v = qkv.view(-1, ws * ws, 3, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self._position_bias()
+        if torch.is_grad_enabled() and not torch.jit.is_tracing():
+            return WindowAttentionWithBias.apply(q, k, v, bias)
+        # torch's fused kernel, which has no gradient for the bias. Masks
+        # expanded to the full batch (a free view): with a batch-1 mask the
+        # kernel would check whether the batch is 1, a guard on the input
+        # size under torch.export.
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.expand(q.shape[0], -1, -1, -1))
+
+    def forward_global_aggregation(self, q_glb: torch.Tensor, k_img: torch.Tensor,
+                                   v_img: torch.Tensor,
+                                   hw_shape: Tuple[int, int]) -> torch.Tensor:
+        """Step 2, global aggregation: the global-token queries attend over all
+        image tokens (their order does not matter), the padding masked out.
+
+        Shapes:
+            q_glb: (B, heads, T, d); k_img, v_img: (B, heads, L, d), window
+            order on the padded grid of ``hw_shape`` (H, W); output: the
+            aggregated global tokens (B, T, C).
+        """
+        B, nh, T, _ = q_glb.shape
+        ws = self.window_size
+        H, W = hw_shape
+        # As an additive float mask: a boolean one makes the kernel build a
+        # float copy of the expanded (B, heads, T, L) mask on every call.
+        valid = self._valid_tokens(H, W, (H + ws - 1) // ws, (W + ws - 1) // ws, q_glb.device)
+        mask = torch.zeros(valid.shape, dtype=q_glb.dtype, device=q_glb.device).masked_fill(
+            ~valid, float('-inf')).expand(B, nh, T, -1)
+        x_glb = F.scaled_dot_product_attention(q_glb, k_img, v_img, attn_mask=mask)
+        return x_glb.transpose(1, 2).reshape(B, T, nh * self.head_dims)
+
+    def forward_global_broadcast(self, q_img: torch.Tensor, x_glb: torch.Tensor) -> torch.Tensor:
+        """Step 3, global broadcast: the image queries attend over the keys and
+        values that ``kv_global`` projects from the aggregated global tokens.
+
+        Shapes:
+            q_img: (B, heads, L, d); x_glb: (B, T, C); output: (B, heads, L, d).
+        """
+        B, T, _ = x_glb.shape
+        nh, hd = self.num_heads, self.head_dims
+        k_glb, v_glb = self.kv_global(x_glb).view(B, T, 2, nh, hd).permute(
+            2, 0, 3, 1, 4).unbind(0)
+        return F.scaled_dot_product_attention(q_img, k_glb, v_glb)
 
     def _window_order(self, x: torch.Tensor) -> torch.Tensor:
         """(N, Hp, Wp, C) grid, sides multiples of ``window_size`` -> (N, L, C)
