@@ -11,6 +11,8 @@
   window padding, and the official v2 outputs within 2e-5; the deployed
   model refuses training and compiles in one graph.
 """
+import os.path as osp
+
 import pytest
 import torch
 import torch._dynamo
@@ -187,7 +189,68 @@ def test_deploy_mode_keeps_outputs(out_type):
         model.train()
 
 
-def test_deploy_mode_compiles_in_one_graph():
+def switched_model(**kwargs):
+    """A LightViT-T (random weights and BatchNorm statistics) after switch_to_deploy."""
+    torch.manual_seed(0)
+    model = LightViT(arch='tiny', **kwargs)
+    model.init_weights()
+    _randomise_batchnorms(model)
+    model.eval().switch_to_deploy()
+    return model
+
+
+@pytest.mark.parametrize('out_type', ['featmap', 'raw'])
+def test_deployed_state_dict_loads_strictly_into_deploy_true(out_type):
+    """``LightViT(deploy=True)`` builds the switched structure (mmpretrain's
+    RepVGG way): same keys and shapes, a strict load, the same outputs."""
+    switched = switched_model(out_type=out_type)
+    model = LightViT(arch='tiny', out_type=out_type, deploy=True, with_cp=True)
+    assert model.deploy and not model.training
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert not any(m.with_cp for m in model.modules() if hasattr(m, 'with_cp'))
+    assert {k: v.shape for k, v in model.state_dict().items()} == {
+        k: v.shape for k, v in switched.state_dict().items()}
+    model.load_state_dict(switched.state_dict(), strict=True)
+    with torch.no_grad():
+        for x in (torch.randn(2, 3, 224, 224), torch.randn(1, 3, 97, 131)):
+            for out, ref in zip(model(x), switched(x)):
+                assert torch.equal(out, ref)
+    with pytest.raises(RuntimeError, match='deploy mode'):
+        model.train()
+
+
+def test_reparameterize_tool_and_deploy_config(tmp_path):
+    """tools/model_converters/reparameterize_model.py turns a checkpoint of
+    the digits detector into one that loads strictly into the deploy config
+    and gives the same features."""
+    from conftest import REPO, build_model, load_tool
+    from mmengine.config import Config
+    config = osp.join(REPO, 'configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_digits.py')
+    deploy_config = config.replace('lightvit-t_', 'lightvit-t-deploy_')
+    torch.manual_seed(0)
+    model = build_model(Config.fromfile(config))
+    model.init_weights()
+    _randomise_batchnorms(model)
+    src, dst = str(tmp_path / 'trained.pth'), str(tmp_path / 'deploy.pth')
+    classes = tuple(str(i) for i in range(10))
+    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': {'classes': classes},
+                                                           'epoch': 1}}, src)
+    tool = load_tool('tools/model_converters/reparameterize_model.py')
+    tool.main([config, src, dst])
+    checkpoint = torch.load(dst, weights_only=True)
+    assert checkpoint['meta']['dataset_meta'] == {'classes': classes}
+    deployed = build_model(Config.fromfile(deploy_config))
+    assert deployed.backbone.deploy
+    deployed.load_state_dict(checkpoint['state_dict'], strict=True)
+    x = torch.randn(1, 3, 128, 96)
+    with torch.no_grad():
+        for out, ref in zip(deployed.eval().extract_feat(x), model.eval().extract_feat(x)):
+            torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+    with pytest.raises(SystemExit):
+        tool.main([config, src, dst])  # exists: needs --force
+
+
+def test_deploy_mode_compiles_in_one_graph():def test_deploy_mode_compiles_in_one_graph():
     torch._dynamo.reset()
     model = LightViT(arch='tiny')
     model.switch_to_deploy()

@@ -30,6 +30,9 @@ class ConvStem(BaseModule):
     Args:
         in_channels (int): Channels of the input image. Defaults to 3.
         embed_dims (int): Token width C of the first stage.
+        deploy (bool): Build the structure of :meth:`switch_to_deploy`
+            directly: convolutions with bias and ``nn.Identity`` in place of
+            the BatchNorms. Defaults to False.
         init_cfg (dict, optional): Initialization config. Defaults to None.
 
     Shapes:
@@ -37,19 +40,20 @@ class ConvStem(BaseModule):
         token grid size (H', W') with H' = ceil(ceil(ceil(H / 2) / 2) / 2).
     """
 
-    def __init__(self, in_channels: int = 3, embed_dims: int = 64, init_cfg=None):
+    def __init__(self, in_channels: int = 3, embed_dims: int = 64, deploy: bool = False,
+                 init_cfg=None):
         super().__init__(init_cfg)
         stem_dims = embed_dims // 2
         layers = [
-            nn.Conv2d(in_channels, stem_dims, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(stem_dims),
+            nn.Conv2d(in_channels, stem_dims, 3, stride=2, padding=1, bias=deploy),
+            nn.Identity() if deploy else nn.BatchNorm2d(stem_dims),
             nn.GELU(),
         ]
         for stride in (1, 1, 2):
             layers += [
                 nn.Conv2d(stem_dims, stem_dims, 3, stride=stride, padding=1,
-                          groups=stem_dims, bias=False),
-                nn.BatchNorm2d(stem_dims),
+                          groups=stem_dims, bias=deploy),
+                nn.Identity() if deploy else nn.BatchNorm2d(stem_dims),
                 nn.GELU(),
             ]
         self.stem = nn.Sequential(*layers)
@@ -136,6 +140,9 @@ class LightViTAttention(BaseModule):
         num_tokens (int): Number of global tokens T.
         window_size (int): Side of the local windows. Defaults to 7.
         qkv_bias (bool): Bias in ``qkv`` and ``kv_global``. Defaults to True.
+        deploy (bool): Build the structure of :meth:`switch_to_deploy`
+            directly: the buffer ``position_bias`` in place of the bias table
+            and its index. Defaults to False.
         init_cfg (dict, optional): Initialization config. Defaults to None.
 
     Shapes:
@@ -149,6 +156,7 @@ class LightViTAttention(BaseModule):
                  num_tokens: int,
                  window_size: int = 7,
                  qkv_bias: bool = True,
+                 deploy: bool = False,
                  init_cfg=None):
         super().__init__(init_cfg)
         self.num_heads = num_heads
@@ -158,6 +166,10 @@ class LightViTAttention(BaseModule):
         self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
         self.kv_global = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
         self.proj = nn.Linear(embed_dims, embed_dims)
+        if deploy:
+            area = window_size**2
+            self.register_buffer('position_bias', torch.zeros(1, num_heads, area, area))
+            return
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window_size - 1)**2, num_heads))
         self.register_buffer('relative_position_index',
@@ -165,7 +177,8 @@ class LightViTAttention(BaseModule):
 
     def init_weights(self):
         super().init_weights()
-        trunc_normal_(self.relative_position_bias_table, std=.02)
+        if hasattr(self, 'relative_position_bias_table'):  # none after switch_to_deploy
+            trunc_normal_(self.relative_position_bias_table, std=.02)
 
     def switch_to_deploy(self):
         """Compute the relative position bias once and keep it as the buffer
@@ -365,6 +378,8 @@ class LightViTBlock(BaseModule):
             as the official detection code does in the very last block.
             Defaults to False.
         with_cp (bool): Gradient checkpointing. Defaults to False.
+        deploy (bool): Deploy-mode attention (:class:`LightViTAttention`).
+            Defaults to False.
         init_cfg (dict, optional): Initialization config. Defaults to None.
 
     Shapes:
@@ -382,6 +397,7 @@ class LightViTBlock(BaseModule):
                  drop_path: float = 0.,
                  drop_global_tokens: bool = False,
                  with_cp: bool = False,
+                 deploy: bool = False,
                  init_cfg=None):
         super().__init__(init_cfg)
         self.num_tokens = num_tokens
@@ -389,7 +405,7 @@ class LightViTBlock(BaseModule):
         self.with_cp = with_cp
         self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
         self.attn = LightViTAttention(embed_dims, num_heads, num_tokens,
-                                      window_size, qkv_bias)
+                                      window_size, qkv_bias, deploy)
         self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
         self.mlp = BiAttnMlp(embed_dims, int(embed_dims * mlp_ratio))
         self.drop_prob = drop_path
@@ -536,6 +552,11 @@ class LightViT(BaseModule):
             and kept through the last block, with no output norm (official
             classification model; see :class:`LightViTClsNeck`).
             Defaults to ``'featmap'``.
+        deploy (bool): Build the inference-only structure that
+            :meth:`switch_to_deploy` makes (mmpretrain's RepVGG way), so that
+            the state dict of a switched model loads strictly into
+            ``LightViT(arch=..., deploy=True)``; built in eval mode, and
+            ``with_cp`` is off. Defaults to False.
         init_cfg (dict | list[dict], optional): Initialization config.
             Defaults to truncated-normal Linear weights (std 0.02) and unit
             LayerNorms. ``dict(type='Pretrained', checkpoint=PATH)`` loads
@@ -611,6 +632,7 @@ class LightViT(BaseModule):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  out_type: str = 'featmap',
+                 deploy: bool = False,
                  init_cfg=None):
         if init_cfg is None:
             init_cfg = [
@@ -637,9 +659,9 @@ class LightViT(BaseModule):
         if out_type not in ('featmap', 'raw'):
             raise ValueError(f"out_type must be 'featmap' or 'raw', got {out_type!r}")
         self.out_type = out_type
-        self.deploy = False
+        self.deploy = deploy
 
-        self.patch_embed = ConvStem(in_channels, self.embed_dims[0])
+        self.patch_embed = ConvStem(in_channels, self.embed_dims[0], deploy)
         self.global_token = nn.Parameter(torch.zeros(1, self.num_tokens, self.embed_dims[0]))
 
         dpr = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
@@ -654,7 +676,7 @@ class LightViT(BaseModule):
                 dims, heads, self.num_tokens, ratio, window_size, qkv_bias,
                 drop_path=dpr[sum(self.depths[:i]) + j],
                 drop_global_tokens=(out_type == 'featmap' and last_stage and j == depth - 1),
-                with_cp=with_cp) for j in range(depth)]
+                with_cp=with_cp and not deploy, deploy=deploy) for j in range(depth)]
             self.stages.append(LightViTStage(blocks, merging))
 
         if out_type == 'featmap':
@@ -664,6 +686,8 @@ class LightViT(BaseModule):
         # Every load path (load_state_dict, load_checkpoint, load_from, init_cfg) tiles
         # a checkpoint's global tokens to a whole multiple of their count.
         self.register_load_state_dict_pre_hook(tile_global_tokens_pre_hook)
+        if deploy:
+            self.eval()
 
     @classmethod
     def _parse_arch(cls, arch) -> Dict:
@@ -754,8 +778,9 @@ class LightViT(BaseModule):
 
         Afterwards the model is for inference only: the state dict has other
         keys (no BatchNorm statistics, ``stem.{0,3,6,9}.bias`` and
-        ``position_bias`` instead of the bias tables), and :meth:`train` with
-        ``mode=True`` raises. Calling it twice does nothing the second time.
+        ``position_bias`` instead of the bias tables; it loads strictly into
+        ``LightViT(..., deploy=True)``), and :meth:`train` with ``mode=True``
+        raises. Calling it twice does nothing the second time.
         """
         if self.deploy:
             return
