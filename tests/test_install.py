@@ -103,7 +103,7 @@ def test_wheel_and_sdist_carry_configs_tools_and_model_index(dist):
     for name in ('lightvit_mm/.mim/model-index.yml', 'lightvit_mm/.mim/tools/train.py',
                  'lightvit_mm/.mim/tools/test.py', 'lightvit_mm/.mim/configs/mmdet/metafile.yml',
                  f'lightvit_mm/.mim/configs/mmdet/digits/{MIM_CONFIG}',
-                 'lightvit_mm/.mim/configs/_base_/lightvit_no_decay.yml',
+                 'lightvit_mm/.mim/configs/_base_/lightvit_no_decay.py',
                  'lightvit_mm/models/backbones/lightvit.py'):
         assert name in names, f'{name} not in {osp.basename(wheel)}'
     configs = glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)

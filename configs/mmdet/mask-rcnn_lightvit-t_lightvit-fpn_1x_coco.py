@@ -25,7 +25,7 @@
 # 2. mmdet 3.3 instead of mmdet 2.14 / mmcv 1.x: the same heads and settings,
 #    re-implemented (e.g. RoIAlign, samplers, data loading order).
 _base_ = [
-    'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', '../_base_/lightvit_no_decay.yml'
+    'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', '../_base_/lightvit_no_decay.py'
 ]
 custom_imports = dict(imports=['lightvit_mm'], allow_failed_imports=False)
 

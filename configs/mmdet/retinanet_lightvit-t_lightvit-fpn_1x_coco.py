@@ -16,7 +16,7 @@
 # LightViT's no-decay list as in the Mask R-CNN configs. Batch 8 GPUs x 2,
 # 500-iteration linear warm-up, steps at epochs 8 and 11 (mmdet's 1x).
 # Backbone as in the Mask R-CNN recipe: drop-path 0.1, stem BN frozen.
-_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', '../_base_/lightvit_no_decay.yml']
+_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', '../_base_/lightvit_no_decay.py']
 custom_imports = dict(imports=['lightvit_mm'], allow_failed_imports=False)
 
 # The official ImageNet weights; override with

@@ -28,7 +28,7 @@
 # relative_position_bias_table and global_token, as in the detection configs.
 _base_ = [
     'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
-    '../_base_/lightvit_no_decay.yml',
+    '../_base_/lightvit_no_decay.py',
 ]
 custom_imports = dict(imports=['lightvit_mm'], allow_failed_imports=False)
 

@@ -6,7 +6,14 @@ import torch
 from conftest import REPO, build_model
 from mmengine.config import Config
 
-CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True))
+#: the model configs (configs/_base_ holds fragments that other configs inherit)
+CONFIGS = sorted(p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
+                 if osp.relpath(p, REPO).split(osp.sep)[1] != '_base_')
+#: configs/_base_/lightvit_no_decay.py, the paramwise_cfg of LightViT's no-decay
+#: parameters (the YAML fragment it replaced held the same)
+NO_DECAY = dict(norm_decay_mult=0.0,
+                custom_keys=dict(relative_position_bias_table=dict(decay_mult=0.0),
+                                 global_token=dict(decay_mult=0.0)))
 
 
 #: the least number of configs each package folder must hold (issue 3: Mask R-CNN
@@ -54,6 +61,21 @@ def test_config_builds(path):
     init = cfg.model.backbone.get('init_cfg') or {}
     if isinstance(init, dict) and str(init.get('checkpoint')).startswith(RELEASE):
         assert init['checkpoint'] == CHECKPOINTS.get(arch) == cfg.get('pretrained')
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.relpath(p, REPO))
+def test_no_decay_fragment_resolves_as_before(path):
+    """Every config inheriting the no-decay fragment gets it as its
+    paramwise_cfg (the ImageNet configs add the official zero decay of
+    biases and other 1-D tensors)."""
+    cfg = Config.fromfile(path)
+    if 'lightvit_no_decay' not in cfg:
+        assert 'lightvit_no_decay' not in open(path).read()
+        return
+    assert cfg.lightvit_no_decay.to_dict() == NO_DECAY
+    expected = dict(NO_DECAY, bias_decay_mult=0., flat_decay_mult=0.) if (
+        cfg.default_scope == 'mmpretrain') else NO_DECAY
+    assert cfg.optim_wrapper.paramwise_cfg.to_dict() == expected
 
 
 @pytest.mark.parametrize('name,from_scratch', [
