@@ -62,8 +62,9 @@ MUTATIONS = {
 
 #: the test files of the model code (backbone, neck, their speed and export
 #: paths), the quick reference-vector ones first (``--first`` stops early)
-MODEL_TESTS = ['tests/test_models/test_neck.py', 'tests/test_models/test_switch_to_deploy.py', 'tests/test_models/test_backbone.py',
-               'tests/test_models/test_official_weights.py', 'tests/test_deploy/test_export.py', 'tests/test_models/test_any_size.py']
+MODEL_TESTS = ['tests/test_models/test_neck.py', 'tests/test_models/test_window_attention.py',
+               'tests/test_models/test_lightvit.py', 'tests/test_models/test_official_weights.py',
+               'tests/test_deploy/test_export.py', 'tests/test_models/test_any_size.py']
 IGNORED = shutil.ignore_patterns('.git', '.venv', '__pycache__', '.pytest_cache', 'work_dirs',
                                  'data', '*.egg-info', 'build', 'dist')
 
