@@ -20,6 +20,31 @@ def load_tool(path):
     return module
 
 
+class ErrorCases(dict):
+    """Bad-input cases of one test file: name -> (func(tmp_path), error,
+    patterns). ``@CASES(name, error, *patterns)`` registers ``func``, which
+    must raise ``error`` with a message matching every regex of ``patterns``
+    (what was wrong and, where the message has it, what is accepted);
+    :meth:`check` runs one and prints its message (``pytest -s`` shows them)."""
+
+    def __call__(self, name, error, *patterns):
+        def register(func):
+            self[name] = (func, error, patterns)
+            return func
+        return register
+
+    def check(self, name, tmp_path):
+        import re
+        func, error, patterns = self[name]
+        with pytest.raises(error) as info:
+            func(tmp_path)
+        value = info.value  # a KeyError's str() is the repr of its message
+        message = value.args[0] if isinstance(value, KeyError) and value.args else str(value)
+        print(f'\n[{name}] {type(value).__name__}: {message}')
+        for pattern in patterns:
+            assert re.search(pattern, message), f'{pattern!r} not in {message!r}'
+
+
 def build_model(cfg):
     """Build ``cfg.model`` in the registry scope of the config's package
     (mmdet, mmseg or mmpretrain), leaving the default scope as it was."""

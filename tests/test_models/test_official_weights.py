@@ -1,15 +1,32 @@
-"""Loading official LightViT checkpoints in every released format."""
+"""Loading official LightViT checkpoints in every released format
+(lightvit_mm/models/backbones/lightvit_weights.py, the converter tool), the
+global-token tiling of every load path, and the errors of bad checkpoints."""
+import argparse
 import os.path as osp
 
 import pytest
 import torch
-from conftest import REPO, build_model, load_tool
+from conftest import REPO, ErrorCases, build_model, load_tool
 
 from lightvit_mm.models import LightViT
 from lightvit_mm.models.backbones.lightvit_weights import infer_lightvit_arch
 
 CONVERTER = load_tool('tools/model_converters/lightvit_official_to_mm.py')
 official_to_mmpretrain = CONVERTER.official_to_mmpretrain
+MINI = dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[2, 2, 4],
+            mlp_ratios=[2, 2, 2], num_tokens=4)
+CASES = ErrorCases()
+
+
+def save(obj, tmp_path, name='checkpoint.pth'):
+    path = str(tmp_path / name)
+    torch.save(obj, path)
+    return path
+
+
+def pretrained(checkpoint, arch=MINI, **kwargs):
+    model = LightViT(arch=arch, init_cfg=dict(type='Pretrained', checkpoint=checkpoint, **kwargs))
+    model.init_weights()
 
 
 @pytest.fixture
@@ -85,10 +102,11 @@ def test_detection_checkpoint_through_init_cfg_gives_official_outputs(
 def test_global_token_count(tmp_path, mini_arch, official_vectors_v2):
     path = str(tmp_path / 'det.pth')
     torch.save(official_vectors_v2['det_state_dict'], path)
-    for num_tokens in (10, 8):  # 'strict' (the default) refuses whole multiples too
-        with pytest.raises(ValueError, match=rf"has 4 global tokens .* the model {num_tokens} .*"
-                           r"num_tokens=4.*global_token_init='repeat'"):
-            pretrained_model(dict(mini_arch, num_tokens=num_tokens), path)
+    # 'strict' (the default) refuses another count, a whole multiple too (the
+    # message: 'checkpoint with another number of global tokens')
+    with pytest.raises(ValueError, match=r"has 4 global tokens .* the model 8 .*"
+                       r"num_tokens=4.*global_token_init='repeat'"):
+        pretrained_model(dict(mini_arch, num_tokens=8), path)
     tiled = pretrained_model(dict(mini_arch, num_tokens=10), path,
                              global_token_init='repeat').eval()
     tokens = official_vectors_v2['det_state_dict']['global_token']
@@ -165,34 +183,80 @@ def test_load_paths_refuse_partial_copies(tmp_path, mini_arch, official_vectors_
                             global_token_init='repeat').global_token.shape[1] == num_tokens
 
 
-def test_errors(tmp_path, mini_arch, cls_state):
-    with pytest.raises(FileNotFoundError, match='does not exist'):
-        pretrained_model(mini_arch, str(tmp_path / 'missing.pth'))
-    other = str(tmp_path / 'resnet.pth')
-    torch.save({'state_dict': {'conv1.weight': torch.zeros(64, 3, 7, 7),
-                               'layer1.0.bn1.weight': torch.zeros(64)}}, other)
-    with pytest.raises(KeyError, match=r"no key of .*resnet.pth.*conv1.weight.*matches"):
-        pretrained_model(mini_arch, other)
-    wider = dict(mini_arch, embed_dims=[32, 32, 64], num_heads=[1, 2, 4])
-    raw = str(tmp_path / 'raw.pth')
-    torch.save(dict(cls_state), raw)
-    with pytest.raises(ValueError, match=r'global_token: checkpoint \(1, 4, 16\) vs '
-                       r'model \(1, 4, 32\)'):
-        pretrained_model(wider, raw)
-    with pytest.raises(ValueError, match='unrecognised checkpoint format'):
-        torch.save({'epoch': 3, 'weights': [1, 2]}, raw)
-        pretrained_model(mini_arch, raw)
+# --- checkpoints ----------------------------------------------------------------
+@CASES('checkpoint path that does not exist', FileNotFoundError,
+      r"checkpoint file '.*/no_such_dir/lightvit_tiny.pth' does not exist")
+def _(tmp_path):
+    LightViT(init_cfg=dict(type='Pretrained', checkpoint=str(
+        tmp_path / 'no_such_dir' / 'lightvit_tiny.pth'))).init_weights()
+
+
+@CASES('checkpoint of another model (no key matched)', KeyError,
+      r'no key of .*checkpoint.pth', r"first keys \['conv1.weight'",
+      r"matches the LightViT backbone \(e.g. \['global_token'",
+      r'Is it a LightViT checkpoint\? Set init_cfg.s prefix')
+def _(tmp_path):
+    import torchvision
+    pretrained(save({'state_dict': torchvision.models.resnet18().state_dict()}, tmp_path))
+
+
+@CASES('checkpoint of another LightViT size', ValueError,
+      r'shapes in .* differ from the model',
+      r'global_token: checkpoint \(1, 4, 32\) vs model \(1, 4, 16\)')
+def _(tmp_path):
+    other = LightViT(arch=dict(MINI, embed_dims=[32, 64, 128]))
+    pretrained(save(other.state_dict(), tmp_path))
+
+
+@CASES('checkpoint with another number of global tokens', ValueError,
+      r'has 8 global tokens \(1, 8, 16\), the model 4 \(1, 4, 16\)',
+      r'build the model with num_tokens=8', r"global_token_init='repeat'")
+def _(tmp_path):
+    pretrained(save(LightViT(arch=dict(MINI, num_tokens=8)).state_dict(), tmp_path))
+
+
+@CASES('checkpoint that is not a dict', ValueError, r'a checkpoint must be a dict, got list')
+def _(tmp_path):
+    pretrained(save([torch.zeros(1)], tmp_path))
+
+
+@CASES('checkpoint_key unknown', KeyError,
+      r"checkpoint_key must be 'model' or 'ema_model', got 'ema'")
+def _(tmp_path):
+    pretrained(save(LightViT(arch=MINI).state_dict(), tmp_path), checkpoint_key='ema')
+
+
+@CASES('checkpoint holding arbitrary pickled objects', RuntimeError,
+      r'holds objects that weights-only loading refuses',
+      r"If you trust the file, load it with weights_only=False")
+def _(tmp_path):
+    # The message does not name the refused global (argparse.Namespace):
+    # load_checkpoint_file keeps only the first line of torch's error, a
+    # generic sentence; the name is on a later line ("Unsupported global").
+    state = LightViT(arch=MINI).state_dict()
+    pretrained(save({'state_dict': state, 'args': argparse.Namespace(lr=1)}, tmp_path))
+
+
+@CASES('checkpoint of an unknown format', ValueError,
+      r'unrecognised checkpoint format: expected a state dict',
+      r"top-level keys: \['epoch', 'weights'\]")
+def _(tmp_path):
+    pretrained(save({'epoch': 3, 'weights': [1, 2]}, tmp_path))
+
+
+@pytest.mark.parametrize('name', list(CASES))
+def test_bad_checkpoint_gives_clear_error(name, tmp_path):
+    CASES.check(name, tmp_path)
 
 
 class Custom:
     pass
 
 
-def test_weights_only_by_default(tmp_path, mini_arch, cls_state):
+def test_weights_only_false_opts_in(tmp_path, mini_arch, cls_state):
     path = str(tmp_path / 'pickled.pth')
     torch.save({'state_dict': dict(cls_state), 'extra': Custom()}, path)
-    with pytest.raises(RuntimeError, match='weights_only=False'):
-        pretrained_model(mini_arch, path)
+    # refused by default: see 'checkpoint holding arbitrary pickled objects'
     model = pretrained_model(mini_arch, path, weights_only=False)
     assert_loaded(model, backbone_keys(cls_state))
 

@@ -1,27 +1,24 @@
-"""Speed paths of the backbone give the same numbers as the plain ones.
+"""The window attention (lightvit_mm/models/utils/window_attention.py) and
+the backbone's use of it.
 
+- ``relative_position_index`` is the official index.
 - ``WindowAttentionWithBias`` (the training path of the window attention):
   outputs and gradients of q, k, v and the position bias equal autograd's
-  through the official formula ``softmax(q k^T * scale + bias) v``, and the
+  through the official formula ``softmax(q k^T * scale + bias) v``, with
+  torch's private softmax backward and with its public fallback, and the
   whole backbone, trained with it, still reproduces the official outputs
   (v2 vectors, 1e-5) with gradients equal to those of the official formula
   (1e-4 relative).
-- ``LightViT.switch_to_deploy``: folded stem BatchNorms and a fixed position
-  bias give the eval model's outputs within 1e-4, at sizes with and without
-  window padding, and the official v2 outputs within 2e-5; the deployed
-  model refuses training and compiles in one graph.
+- Inference takes torch's fused kernel instead.
 """
-import os.path as osp
-
 import pytest
 import torch
-import torch._dynamo
 import torch.nn.functional as F
 from conftest import backbone_grads, load_official_backbone
 
 from lightvit_mm import LightViT
 from lightvit_mm.models.backbones import lightvit as lightvit_module
-from lightvit_mm.models.utils import WindowAttentionWithBias
+from lightvit_mm.models.utils import WindowAttentionWithBias, relative_position_index
 from lightvit_mm.models.utils.window_attention import softmax_backward
 
 
@@ -113,6 +110,30 @@ def test_window_attention_function_in_half_precision(monkeypatch):
         assert relative_error(ours.double(), reference.double()) < 2e-2
 
 
+def official_index(window_size):
+    """The official ``get_relative_position_index`` (hunto/LightViT
+    ``detection/lightvit.py``), restated pair by pair: window positions
+    p = (row, col) and q = (row2, col2) in row-major order index the bias
+    table at ``(row - row2 + ws - 1) * (2 ws - 1) + (col - col2 + ws - 1)``."""
+    ws = window_size
+    cells = [(row, col) for row in range(ws) for col in range(ws)]
+    return torch.tensor([[(row - row2 + ws - 1) * (2 * ws - 1) + (col - col2 + ws - 1)
+                          for row2, col2 in cells] for row, col in cells])
+
+
+@pytest.mark.parametrize('window_size', [1, 2, 3, 7])
+def test_relative_position_index_matches_official(window_size, official_vectors_v2):
+    ours = relative_position_index(window_size)
+    assert ours.dtype == torch.long
+    assert torch.equal(ours.view(window_size**2, -1), official_index(window_size))
+    if window_size == 7:  # the buffers the official code saved
+        saved = [v for k, v in official_vectors_v2['det_state_dict'].items()
+                 if k.endswith('relative_position_index')]
+        assert saved and all(torch.equal(ours.view_as(v), v) for v in saved)
+        model = LightViT(arch='tiny', window_size=7)
+        assert torch.equal(model.stages[0][0].attn.relative_position_index, ours)
+
+
 def official_v2_model(reference, mini_arch, **kwargs):
     model = LightViT(arch=mini_arch, window_size=reference['arch']['window_size'], **kwargs)
     return load_official_backbone(model, reference['det_state_dict'])
@@ -140,125 +161,6 @@ def test_training_path_matches_official(official_vectors_v2, mini_arch, monkeypa
     assert max(errors.values()) < 1e-4, sorted(errors.items(), key=lambda kv: -kv[1])[:3]
 
 
-def _randomise_batchnorms(model):
-    generator = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            n = module.num_features
-            module.running_mean.copy_(torch.randn(n, generator=generator))
-            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.randn(n, generator=generator))
-            module.bias.data.copy_(torch.randn(n, generator=generator))
-
-
-@pytest.mark.parametrize('case', ['', '_even'])
-def test_deploy_mode_matches_official(official_vectors_v2, mini_arch, case):
-    """The deployed model (folded stem BatchNorms, fixed position bias built
-    from our own index) reproduces the official v2 outputs."""
-    model = official_v2_model(official_vectors_v2, mini_arch).eval()
-    model.switch_to_deploy()
-    with torch.no_grad():
-        outs = model(official_vectors_v2[f'det_input{case}'])
-    for out, ref in zip(outs, official_vectors_v2[f'det_outputs{case}']):
-        torch.testing.assert_close(out, ref, atol=2e-5, rtol=0)
-
-
-@pytest.mark.parametrize('out_type', ['featmap', 'raw'])
-def test_deploy_mode_keeps_outputs(out_type):
-    torch.manual_seed(0)
-    model = LightViT(arch='tiny', out_type=out_type)
-    model.init_weights()
-    _randomise_batchnorms(model)
-    model.eval()
-    inputs = [torch.randn(2, 3, 224, 224), torch.randn(1, 3, 97, 131)]  # 97x131: padding
-    with torch.no_grad():
-        expected = [model(x) for x in inputs]
-        model.switch_to_deploy()
-        model.switch_to_deploy()  # a second call changes nothing
-        got = [model(x) for x in inputs]
-    for outs, refs in zip(got, expected):
-        for out, ref in zip(outs, refs):
-            assert out.shape == ref.shape
-            torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
-    keys = model.state_dict().keys()
-    assert not any('running_mean' in k or 'relative_position' in k for k in keys)
-    assert {'stem.0.bias', 'stem.3.bias', 'stem.6.bias', 'stem.9.bias'} <= {
-        k.replace('patch_embed.', '') for k in keys}
-    assert 'stages.1.1.attn.position_bias' in keys
-    with pytest.raises(RuntimeError, match='deploy mode'):
-        model.train()
-
-
-def switched_model(**kwargs):
-    """A LightViT-T (random weights and BatchNorm statistics) after switch_to_deploy."""
-    torch.manual_seed(0)
-    model = LightViT(arch='tiny', **kwargs)
-    model.init_weights()
-    _randomise_batchnorms(model)
-    model.eval().switch_to_deploy()
-    return model
-
-
-@pytest.mark.parametrize('out_type', ['featmap', 'raw'])
-def test_deployed_state_dict_loads_strictly_into_deploy_true(out_type):
-    """``LightViT(deploy=True)`` builds the switched structure (mmpretrain's
-    RepVGG way): same keys and shapes, a strict load, the same outputs."""
-    switched = switched_model(out_type=out_type)
-    model = LightViT(arch='tiny', out_type=out_type, deploy=True, with_cp=True)
-    assert model.deploy and not model.training
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    assert not any(m.with_cp for m in model.modules() if hasattr(m, 'with_cp'))
-    assert {k: v.shape for k, v in model.state_dict().items()} == {
-        k: v.shape for k, v in switched.state_dict().items()}
-    model.load_state_dict(switched.state_dict(), strict=True)
-    with torch.no_grad():
-        for x in (torch.randn(2, 3, 224, 224), torch.randn(1, 3, 97, 131)):
-            for out, ref in zip(model(x), switched(x)):
-                assert torch.equal(out, ref)
-    with pytest.raises(RuntimeError, match='deploy mode'):
-        model.train()
-
-
-def test_reparameterize_tool_and_deploy_config(tmp_path):
-    """tools/model_converters/reparameterize_model.py turns a checkpoint of
-    the digits detector into one that loads strictly into the deploy config
-    and gives the same features."""
-    from conftest import REPO, build_model, load_tool
-    from mmengine.config import Config
-    config = osp.join(REPO, 'configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_digits.py')
-    deploy_config = config.replace('lightvit-t_', 'lightvit-t-deploy_')
-    torch.manual_seed(0)
-    model = build_model(Config.fromfile(config))
-    model.init_weights()
-    _randomise_batchnorms(model)
-    src, dst = str(tmp_path / 'trained.pth'), str(tmp_path / 'deploy.pth')
-    classes = tuple(str(i) for i in range(10))
-    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': {'classes': classes},
-                                                           'epoch': 1}}, src)
-    tool = load_tool('tools/model_converters/reparameterize_model.py')
-    tool.main([config, src, dst])
-    checkpoint = torch.load(dst, weights_only=True)
-    assert checkpoint['meta']['dataset_meta'] == {'classes': classes}
-    deployed = build_model(Config.fromfile(deploy_config))
-    assert deployed.backbone.deploy
-    deployed.load_state_dict(checkpoint['state_dict'], strict=True)
-    x = torch.randn(1, 3, 128, 96)
-    with torch.no_grad():
-        for out, ref in zip(deployed.eval().extract_feat(x), model.eval().extract_feat(x)):
-            torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
-    with pytest.raises(SystemExit):
-        tool.main([config, src, dst])  # exists: needs --force
-
-
-def test_deploy_mode_compiles_in_one_graph():def test_deploy_mode_compiles_in_one_graph():
-    torch._dynamo.reset()
-    model = LightViT(arch='tiny')
-    model.switch_to_deploy()
-    with torch.no_grad():
-        report = torch._dynamo.explain(model)(torch.randn(1, 3, 100, 132))
-    assert (report.graph_count, report.graph_break_count) == (1, 0), report.break_reasons
-
-
 def test_sdpa_fallback_unused_for_inference():
     """Inference (no grad) calls torch's fused kernel with the bias as mask,
     once per block (the window attention: 49 x 49 masks at a 7x7 window); the
@@ -279,16 +181,3 @@ def test_sdpa_fallback_unused_for_inference():
     assert sum(calls) == 14  # one window attention per block, with the bias
 
 
-def test_fused_drop_path_residual_matches_mmcv_drop_path():
-    from mmcv.cnn.bricks import DropPath
-    block = LightViT(arch='tiny', drop_path_rate=0.5).stages[2][6].train()
-    assert block.drop_prob == 0.5  # the last block
-    x, y = torch.randn(16, 9, 256), torch.randn(16, 9, 256)
-    torch.manual_seed(3)
-    fused = block._residual(x, y)
-    torch.manual_seed(3)
-    reference = x + DropPath(0.5).train()(y)
-    torch.testing.assert_close(fused, reference)
-    kept = (fused - x).flatten(1).abs().amax(1) > 0
-    assert 0 < kept.sum() < 16  # some samples dropped, some kept (seed 3)
-    torch.testing.assert_close(block.eval()._residual(x, y), x + y)
