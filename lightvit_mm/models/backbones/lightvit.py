@@ -166,14 +166,14 @@ class LightViTAttention(BaseModule):
         self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
         self.kv_global = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
         self.proj = nn.Linear(embed_dims, embed_dims)
-        if deploy:
+        if deploy:  # what switch_to_deploy leaves
             area = window_size**2
             self.register_buffer('position_bias', torch.zeros(1, num_heads, area, area))
-            return
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window_size - 1)**2, num_heads))
-        self.register_buffer('relative_position_index',
-                             relative_position_index(window_size))
+        else:
+            self.relative_position_bias_table = nn.Parameter(
+                torch.zeros((2 * window_size - 1)**2, num_heads))
+            self.register_buffer('relative_position_index',
+                                 relative_position_index(window_size))
 
     def init_weights(self):
         super().init_weights()
@@ -740,8 +740,8 @@ class LightViT(BaseModule):
 
         The ``Pretrained`` entries were set apart from ``init_cfg`` by the
         constructor (``pretrained_cfgs``): mmengine's ``PretrainedInit``
-        knows neither the official formats nor their keys, and reads
-        checkpoints unsafely.
+        knows neither the official formats nor the keys ``checkpoint_key``,
+        ``global_token_init`` and ``weights_only``.
         """
         if self.is_init:
             return super().init_weights()  # mmengine warns and does nothing
