@@ -20,6 +20,11 @@ def load_tool(path):
     return module
 
 
+#: a small LightViT arch for the bad-input cases (stage widths 16, 32, 64; 4 global tokens)
+MINI = dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[2, 2, 4],
+            mlp_ratios=[2, 2, 2], num_tokens=4)
+
+
 class ErrorCases(dict):
     """Bad-input cases of one test file: name -> (func(tmp_path), error,
     patterns). ``@CASES(name, error, *patterns)`` registers ``func``, which

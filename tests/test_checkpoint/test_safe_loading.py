@@ -132,7 +132,7 @@ def test_every_crafted_file_does_what_it_claims_with_raw_objects_allowed(tmp_pat
     a file-writing method, stuff a HistoryBuffer or its class-wide table, or
     build an object-flagged float array. In one fresh process without
     ``lightvit_mm``, whose state the attacks corrupt."""
-    tool = osp.join(REPO, 'tests', 'crafted_checkpoints.py')
+    tool = osp.join(REPO, 'tests', 'test_checkpoint', 'crafted_checkpoints.py')
     env = dict(os.environ, LIGHTVIT_MM_SAFE_GLOBALS='0')
     run = subprocess.run([sys.executable, tool, str(tmp_path)], capture_output=True, text=True,
                          env=env)

@@ -15,15 +15,21 @@ import os.path as osp
 import pytest
 import torch
 import torch._dynamo
-from conftest import DATA, REPO, ErrorCases, build_model, load_official_backbone, load_tool
+from conftest import (
+    DATA,
+    MINI,
+    REPO,
+    ErrorCases,
+    build_model,
+    load_official_backbone,
+    load_tool,
+)
 from mmengine.config import Config
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lightvit_mm.models import LightViT
 
 WIDTHS = {'tiny': [64, 128, 256], 'small': [96, 192, 384], 'base': [128, 256, 512]}
-MINI = dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[2, 2, 4],
-            mlp_ratios=[2, 2, 2], num_tokens=4)
 CASES = ErrorCases()
 
 

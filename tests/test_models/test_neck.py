@@ -1,11 +1,9 @@
 import pytest
 import torch
-from conftest import ErrorCases, load_official_backbone
+from conftest import MINI, ErrorCases, load_official_backbone
 
 from lightvit_mm.models import LightViT, LightViTFPN
 
-MINI = dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[2, 2, 4],
-            mlp_ratios=[2, 2, 2], num_tokens=4)
 CASES = ErrorCases()
 
 

@@ -6,15 +6,13 @@ import os.path as osp
 
 import pytest
 import torch
-from conftest import REPO, ErrorCases, build_model, load_tool
+from conftest import MINI, REPO, ErrorCases, build_model, load_tool
 
 from lightvit_mm.models import LightViT
 from lightvit_mm.models.backbones.lightvit_weights import infer_lightvit_arch
 
 CONVERTER = load_tool('tools/model_converters/lightvit_official_to_mm.py')
 official_to_mmpretrain = CONVERTER.official_to_mmpretrain
-MINI = dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[2, 2, 4],
-            mlp_ratios=[2, 2, 2], num_tokens=4)
 CASES = ErrorCases()
 
 
