@@ -29,7 +29,12 @@ from typing import Dict
 
 from PIL import Image
 
-from lightvit_mm.demo_data.digits import CLASSES, _write_json_atomic, build_digits_cls, build_digits_coco
+from lightvit_mm.demo_data.digits import (
+    CLASSES,
+    _write_json_atomic,
+    build_digits_cls,
+    build_digits_coco,
+)
 
 #: the 80 COCO category ids (1..90 without the 10 ids unused since COCO 2014)
 COCO_IDS = tuple(i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83))

@@ -16,10 +16,10 @@ import os.path as osp
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
+from lightvit_mm.checkpoint.io import safe_mmengine_checkpoints
 from lightvit_mm.launch.data_root import DATA_ROOT_HELP, check_data_files, load_config
 from lightvit_mm.launch.distributed import setup_distributed
 from lightvit_mm.launch.test_outputs import draw_predictions, dump_predictions, enable_tta
-from lightvit_mm.checkpoint.io import safe_mmengine_checkpoints
 
 
 def parse_args(argv=None):

@@ -15,10 +15,10 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from lightvit_mm.checkpoint.io import safe_mmengine_checkpoints
 from lightvit_mm.launch.amp import check_amp
 from lightvit_mm.launch.data_root import DATA_ROOT_HELP, check_data_files, set_data_root
 from lightvit_mm.launch.distributed import setup_distributed
-from lightvit_mm.checkpoint.io import safe_mmengine_checkpoints
 
 #: --vis-backend name -> (mmengine visualization backend, the package it imports)
 VIS_BACKENDS = {

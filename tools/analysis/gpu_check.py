@@ -337,8 +337,8 @@ def phase_test_cuda(args) -> str:
     env = dict(os.environ)
     if args.official:
         env['LIGHTVIT_OFFICIAL'] = args.official
-    command = [sys.executable, '-m', 'pytest', 'tests/test_models/test_cuda.py', '-k', 'official', '-s',
-               '-q', '-p', 'no:cacheprovider']
+    command = [sys.executable, '-m', 'pytest', 'tests/test_models/test_cuda.py', '-k', 'official',
+               '-s', '-q', '-p', 'no:cacheprovider']
     left = args.budget - elapsed()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=max(60., left) if math.isfinite(left) else None)

@@ -27,7 +27,6 @@ from lightvit_mm.checkpoint.io import (
 )
 from lightvit_mm.models.backbones.lightvit_weights import CLASSIFIER_PARTS, infer_lightvit_arch
 
-
 #: official classifier module -> the mmpretrain classifier's
 #: (``LightViT`` backbone, ``LightViTClsNeck`` neck, ``LinearClsHead`` head)
 OFFICIAL_TO_MMPRETRAIN = {'norm.': 'neck.norm.', 'neck.': 'neck.proj.', 'head.': 'head.fc.'}

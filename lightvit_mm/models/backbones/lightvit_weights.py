@@ -14,7 +14,6 @@ from mmengine.logging import print_log
 
 from lightvit_mm.checkpoint.io import extract_state_dict, load_checkpoint_file, strip_prefixes
 
-
 #: top-level modules of the official classifier that a backbone does not have
 CLASSIFIER_PARTS = ('norm', 'neck', 'head')
 
