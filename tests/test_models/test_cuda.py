@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from conftest import load_tool
 
 from lightvit_mm import LightViT
+from lightvit_mm.analysis.official_reference import exact_fp32, reference_builders
 from lightvit_mm.models.backbones import lightvit as lightvit_module
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
@@ -40,7 +41,7 @@ def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture
 def no_tf32():
-    with load_tool('tools/analysis/benchmark.py').exact_fp32():
+    with exact_fp32():
         yield
 
 
@@ -63,8 +64,7 @@ def test_official_vectors_on_cuda(official_vectors, mini_arch, case, no_tf32):
 @pytest.mark.parametrize('arch', ['tiny', 'small', 'base'])
 @pytest.mark.parametrize('size', [(224, 224), (256, 320)])
 def test_matches_official_code_on_cuda(arch, size, no_tf32):
-    benchmark = load_tool('tools/analysis/benchmark.py')
-    build_official = next(iter(benchmark.reference_builders(
+    build_official = next(iter(reference_builders(
         os.environ['LIGHTVIT_OFFICIAL'], []).values()))
     torch.manual_seed(0)
     ours = LightViT(arch=arch, out_indices=(0, 1, 2))
