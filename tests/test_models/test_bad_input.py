@@ -241,7 +241,7 @@ def test_bad_input_gives_clear_error(name, tmp_path):
 
 
 # --- NaN / Inf -------------------------------------------------------------------
-# mmengine does not stop on a non-finite loss by default (docs/robustness.md
+# mmengine does not stop on a non-finite loss by default (docs/robust_training.md
 # names the opt-in: clip_grad's error_if_nonfinite). What is LightViT's own:
 # a non-finite pixel reaches every token of its image through the global
 # tokens (global aggregation attends to the whole image), and no other image

@@ -3,7 +3,7 @@
 Skipped without a GPU. On a GPU machine: ``pytest tests/test_models/test_cuda.py -s``
 (``-s`` prints the measured differences); with ``LIGHTVIT_OFFICIAL`` set to a
 clone of github.com/hunto/LightViT it also compares LightViT-T/S/B with the
-official code on the GPU. docs/gpu.md gives the figures of a run on an H100.
+official code on the GPU. docs/benchmarks.md gives the figures of a run on an H100.
 
 - fp32: the official reference vectors (computed on the CPU) are reproduced
   on the GPU within 1e-4 (cuDNN's TF32 convolutions off, as the reference).
