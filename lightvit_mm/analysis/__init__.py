@@ -1,2 +1,3 @@
 """Measurement helpers shared by the analysis tools and the tests: FLOP and
-parameter counting."""
+parameter counting (``complexity``), and the reference implementations of
+LightViT with the checks that they match ours (``official_reference``)."""

@@ -1,5 +1,6 @@
 # Copyright (c) lightvit-mm contributors. Licensed under the Apache License 2.0.
-"""Mixed precision settings checked before anything is built (``tools/train.py``).
+"""Mixed precision for ``tools/train.py``: ``--amp``, and the settings checked
+before anything is built.
 
 mmengine 0.10.7's ``AmpOptimWrapper`` (what ``--amp`` and the ``amp`` configs
 use, fp16 or bf16) asserts a GPU, NPU, MLU or MUSA device in its constructor,
@@ -57,3 +58,15 @@ def check_amp(cfg: Config) -> None:
         'AmpOptimWrapper refuses to start on a CPU, in fp16 and in bf16 alike. Train in '
         'fp32 here with --cfg-options optim_wrapper.type=OptimWrapper (and without --amp), '
         'or run the config on a GPU (fp16; bf16 with optim_wrapper.dtype=bfloat16).')
+
+
+def enable_amp(cfg: Config) -> None:
+    """``tools/train.py --amp``: train under mmengine's ``AmpOptimWrapper``
+    (``loss_scale='dynamic'`` unless the config sets one; fp16, or the
+    config's ``optim_wrapper.dtype``). A config that already uses it is left
+    as it is, with a printed note."""
+    if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+        print('AMP is already enabled in the config.')
+    else:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')

@@ -7,6 +7,7 @@ from conftest import REPO, load_tool
 from mmengine.config import Config
 
 from lightvit_mm.launch.data_root import check_data_files, set_data_root
+from lightvit_mm.launch.prepare import apply_command_line
 
 MASK_RCNN = osp.join(REPO, 'configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py')
 UPERNET = osp.join(REPO, 'configs/mmseg/lightvit-t-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py')
@@ -58,7 +59,7 @@ def test_cfg_options_win_over_data_root(tmp_path):
     tool = load_tool('tools/train.py')
     args = tool.parse_args([MASK_RCNN, '--data-root', str(tmp_path), '--cfg-options',
                             'val_evaluator.ann_file=/x/val.json'])
-    cfg = tool.build_config(args)
+    cfg = apply_command_line(Config.fromfile(MASK_RCNN), args, 'train')
     assert cfg.val_dataloader.dataset.data_root == str(tmp_path)
     assert cfg.val_evaluator.ann_file == '/x/val.json'
     assert cfg.test_evaluator.ann_file == osp.join(str(tmp_path),

@@ -3,10 +3,15 @@
 learning rate and val metric to TensorBoard, read back with TensorBoard's own
 reader (the classification config: the cheapest to validate on a CPU)."""
 import glob
+import importlib.util
 import os.path as osp
 
 import pytest
 from conftest import CLS_DIGITS_CONFIG, DIGITS_CONFIG, load_tool, read_scalars, tiny_cls_options
+from mmengine.config import Config
+
+from lightvit_mm.launch.prepare import apply_command_line
+from lightvit_mm.launch.vis_backends import check_vis_backends, set_vis_backends
 
 MAX_ITERS = 2
 
@@ -41,7 +46,7 @@ def test_vis_backend_sets_the_backends_before_cfg_options():
     args = train.parse_args([DIGITS_CONFIG,
                              '--vis-backend', 'local', 'wandb', '--cfg-options',
                              'visualizer.vis_backends.1.init_kwargs.project=lightvit'])
-    cfg = train.build_config(args)
+    cfg = apply_command_line(Config.fromfile(DIGITS_CONFIG), args, 'train')
     assert cfg.visualizer.vis_backends == [
         dict(type='LocalVisBackend'),
         dict(type='WandbVisBackend', init_kwargs=dict(project='lightvit'))]
@@ -49,14 +54,18 @@ def test_vis_backend_sets_the_backends_before_cfg_options():
 
 def test_missing_tracking_package_stops_before_the_run(monkeypatch):
     train = load_tool('tools/train.py')
-    cfg = train.build_config(train.parse_args(
-        [DIGITS_CONFIG,
-         '--vis-backend', 'mlflow']))
-    find_spec = train.importlib.util.find_spec
-    monkeypatch.setattr(train.importlib.util, 'find_spec',
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec',
                         lambda name: None if name == 'mlflow' else find_spec(name))
     with pytest.raises(ImportError, match='MLflowVisBackend needs the mlflow package.*'
                                           'pip install mlflow'):
-        train.check_vis_backends(cfg)
+        # before the data check: the digits data is not built here
+        train.main([DIGITS_CONFIG, '--vis-backend', 'mlflow', '--data-root', '/nonexistent'])
     with pytest.raises(SystemExit):  # argparse: not one of the choices
         train.parse_args(['x.py', '--vis-backend', 'neptune'])
+    cfg = Config.fromfile(DIGITS_CONFIG)
+    with pytest.raises(KeyError, match="unknown visualization backends \\['neptune'\\]"):
+        set_vis_backends(cfg, ['neptune'])
+    set_vis_backends(cfg, ['mlflow'])
+    with pytest.raises(ImportError, match='pip install mlflow'):
+        check_vis_backends(cfg)

@@ -3,7 +3,7 @@
 Skipped without a GPU. On a GPU machine: ``pytest tests/test_models/test_cuda.py -s``
 (``-s`` prints the measured differences); with ``LIGHTVIT_OFFICIAL`` set to a
 clone of github.com/hunto/LightViT it also compares LightViT-T/S/B with the
-official code on the GPU. docs/gpu.md gives the figures of a run on an H100.
+official code on the GPU. docs/benchmarks.md gives the figures of a run on an H100.
 
 - fp32: the official reference vectors (computed on the CPU) are reproduced
   on the GPU within 1e-4 (cuDNN's TF32 convolutions off, as the reference).
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from conftest import load_tool
 
 from lightvit_mm import LightViT
+from lightvit_mm.analysis.official_reference import exact_fp32, reference_builders
 from lightvit_mm.models.backbones import lightvit as lightvit_module
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
@@ -40,7 +41,7 @@ def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture
 def no_tf32():
-    with load_tool('tools/analysis/benchmark.py').exact_fp32():
+    with exact_fp32():
         yield
 
 
@@ -63,8 +64,7 @@ def test_official_vectors_on_cuda(official_vectors, mini_arch, case, no_tf32):
 @pytest.mark.parametrize('arch', ['tiny', 'small', 'base'])
 @pytest.mark.parametrize('size', [(224, 224), (256, 320)])
 def test_matches_official_code_on_cuda(arch, size, no_tf32):
-    benchmark = load_tool('tools/analysis/benchmark.py')
-    build_official = next(iter(benchmark.reference_builders(
+    build_official = next(iter(reference_builders(
         os.environ['LIGHTVIT_OFFICIAL'], []).values()))
     torch.manual_seed(0)
     ours = LightViT(arch=arch, out_indices=(0, 1, 2))

@@ -10,18 +10,15 @@
 - ``torch.compile`` traces the backbone in one graph (no graph breaks), for
   a size that needs window padding too.
 """
-import os.path as osp
-import sys
-
 import pytest
 import torch
 import torch._dynamo
-from conftest import REPO, backbone_grads
+from conftest import backbone_grads, load_tool
 
 from lightvit_mm import LightViT
+from lightvit_mm.analysis.official_reference import OFFICIAL, check_same_outputs
 
-sys.path.insert(0, osp.join(REPO, 'tools', 'analysis'))
-import benchmark  # noqa: E402
+benchmark = load_tool('tools/analysis/benchmark.py')
 
 
 def table_cells(text):
@@ -61,7 +58,7 @@ def test_each_group_of_rows_is_divided_by_its_own_official_row():
     rows = []
     for group, (ours, official) in {'A': (1.0, 2.0), 'B': (1.0, 4.0)}.items():
         base = benchmark.Bench(group, model, x, args, train=False)
-        reference = benchmark.Bench(f'{group} {benchmark.OFFICIAL}', model, x, args,
+        reference = benchmark.Bench(f'{group} {OFFICIAL}', model, x, args,
                                     train=False, base=base)
         base.times['infer'], reference.times['infer'] = [ours], [official]
         rows += [base, reference]
@@ -70,8 +67,8 @@ def test_each_group_of_rows_is_divided_by_its_own_official_row():
     lines = table_cells(benchmark.table(rows, args, peak))
     column = lines[0].index('speed-up over official infer')
     assert {cells[0].lstrip('| '): cells[column] for cells in lines[1:]} == {
-        'A': '2.00x', f'A {benchmark.OFFICIAL}': '1.00x',
-        'B': '4.00x', f'B {benchmark.OFFICIAL}': '1.00x'}
+        'A': '2.00x', f'A {OFFICIAL}': '1.00x',
+        'B': '4.00x', f'B {OFFICIAL}': '1.00x'}
 
 
 def test_reference_outputs_are_compared_without_tf32():
@@ -87,7 +84,7 @@ def test_reference_outputs_are_compared_without_tf32():
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
     try:
-        benchmark.check_same_outputs(Recorder(), Recorder(), torch.zeros(2), 'identity')
+        check_same_outputs(Recorder(), Recorder(), torch.zeros(2), 'identity')
         assert flags == [(False, False)] * 2
         assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (
             True, True)

@@ -39,7 +39,9 @@ outputs, and in training tables one step's gradients within 1e-4 relative,
 are checked against ours before timing) and added to tables 1 and 3:
 ``--official DIR`` (a clone of github.com/hunto/LightViT: its
 ``detection/lightvit.py``, imported with stand-ins for its timm / mmcv 1.x /
-mmdet 2.x imports) and ``--ref GITREF`` (our backbone at another commit).
+mmdet 2.x imports) and ``--ref GITREF`` (our backbone at another commit);
+they and the checks live in :mod:`lightvit_mm.analysis.official_reference`.
+Each table is a function of :data:`TABLES` (``--tables`` picks them by name).
 With ``--official`` every table also gets each row's speed-up over the
 official code. ``--compile`` also prints what ``torch._dynamo.explain`` says
 about graph breaks.
@@ -55,32 +57,29 @@ import argparse
 import contextlib
 import copy
 import importlib
-import importlib.util
-import os
 import os.path as osp
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import types
 import warnings
 from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn as nn
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO not in sys.path:  # runnable as a plain script from any directory
-    sys.path.insert(0, REPO)
+import lightvit_mm  # registers LightViT in every package
+from lightvit_mm.analysis.complexity import build_from_config, count_complexity
+from lightvit_mm.analysis.official_reference import (
+    BASE,
+    OFFICIAL,
+    check_same_gradients,
+    check_same_outputs,
+    flat_outputs,
+    reference_builders,
+)
 
-import lightvit_mm  # noqa: E402,F401  (registers LightViT in every package)
-from lightvit_mm.analysis.complexity import build_from_config  # noqa: E402
-
-BASE = 'LightViT-T'
-OFFICIAL = '(official code)'  # in the names of the official implementation's rows
-DROP_PATH = 0.1  # LightViT's default stochastic depth, given to the official code too
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))  # the configs' checkout
 LIGHTVIT_ARCHS = {'LightViT-T': 'tiny', 'LightViT-S': 'small', 'LightViT-B': 'base'}
 PEERS = {  # name -> (package whose MODELS builds it, config); last stage out
     'PVTv2-B0': ('mmdet', dict(type='PyramidVisionTransformerV2', embed_dims=32,
@@ -141,118 +140,6 @@ def build_peer(name: str, size: int = 224) -> nn.Module:
         return TimmFeatures(timm.create_model(model, **options))
     package, cfg = PEERS[name]
     return importlib.import_module(f'{package}.registry').MODELS.build(cfg)
-
-
-@contextlib.contextmanager
-def _official_import_stand_ins():
-    """Stand-ins for what the official ``detection/lightvit.py`` imports from
-    timm, mmcv 1.x and mmdet 2.x, present only while it is imported."""
-    from mmcv.cnn.bricks import DropPath
-    from mmengine.model import BaseModule
-    from mmengine.registry import Registry
-
-    def no_op_decorator(*args, **kwargs):
-        return lambda fn: fn
-
-    layers = types.ModuleType('timm.models.layers')
-    layers.DropPath, layers.trunc_normal_ = DropPath, nn.init.trunc_normal_
-    layers.drop_path = None
-    runner = types.ModuleType('mmcv.runner')
-    runner.auto_fp16 = runner.force_fp32 = no_op_decorator
-    runner.BaseModule = BaseModule
-    builder = types.ModuleType('mmdet.models.builder')
-    builder.BACKBONES = Registry('official LightViT backbones')
-    stand_ins = {'timm': types.ModuleType('timm'), 'timm.models': types.ModuleType('timm.models'),
-                 'timm.models.layers': layers, 'mmcv.runner': runner,
-                 'mmdet.models.builder': builder}
-    saved = {name: sys.modules.get(name) for name in stand_ins}
-    sys.modules.update(stand_ins)
-    try:
-        yield
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name)
-            else:
-                sys.modules[name] = module
-
-
-@contextlib.contextmanager
-def _moved_module_stand_ins():
-    """Old names of moved lightvit_mm modules, for backbones at older refs
-    (``lightvit_mm.checkpoint`` became ``lightvit_mm.models.backbones.lightvit_weights``)."""
-    from lightvit_mm.models.backbones import lightvit_weights as checkpoint
-    moved = {'lightvit_mm.checkpoint': checkpoint}
-    missing = [name for name in moved if name not in sys.modules]
-    sys.modules.update({name: moved[name] for name in missing})
-    try:
-        yield
-    finally:
-        for name in missing:
-            sys.modules.pop(name)
-
-
-def _import_file(path: str, name: str) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def reference_builders(official: Optional[str], refs: List[str]) -> Dict[str, Callable]:
-    """name -> function(our LightViT-T) returning the reference backbone with
-    the same weights and output stages.
-
-    Raises:
-        FileNotFoundError: ``official`` has no ``detection/lightvit.py``.
-        RuntimeError: ``git show`` cannot read the backbone at a ref.
-    """
-    builders = {}
-    if official:
-        path = osp.join(official, 'detection', 'lightvit.py')
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'--official {official!r} has no detection/lightvit.py; '
-                                    'pass a clone of github.com/hunto/LightViT')
-        with _official_import_stand_ins():
-            official_module = _import_file(path, 'official_lightvit')
-
-        def build_official(ours):
-            arch = ours.arch_settings
-            model = official_module.LightViT(
-                patch_size=8, embed_dims=arch['embed_dims'], num_layers=arch['depths'],
-                num_heads=arch['num_heads'], mlp_ratios=arch['mlp_ratios'],
-                num_tokens=arch['num_tokens'], out_indices=tuple(ours.out_indices),
-                drop_path_rate=DROP_PATH, stem_norm_eval=ours.norm_eval)
-            model.load_state_dict(ours.state_dict())
-            return model
-        builders[f'{BASE} {OFFICIAL}'] = build_official
-    for ref in refs:
-        source = subprocess.run(
-            ['git', '-C', REPO, 'show', f'{ref}:lightvit_mm/models/backbones/lightvit.py'],
-            capture_output=True, text=True)
-        if source.returncode:
-            raise RuntimeError(f'cannot read the backbone at --ref {ref!r}: {source.stderr}')
-        with tempfile.NamedTemporaryFile('w', suffix='.py', delete=False) as f:
-            f.write(source.stdout)
-        try:
-            with _moved_module_stand_ins():
-                module = _import_file(f.name, f'lightvit_at_{len(builders)}')
-        finally:
-            os.unlink(f.name)
-
-        def build_ref(ours, module=module):
-            model = module.LightViT(arch=ours.arch_settings, out_indices=tuple(ours.out_indices),
-                                    norm_eval=ours.norm_eval)
-            model.load_state_dict(ours.state_dict())
-            return model
-        builders[f'{BASE} @ {ref}'] = build_ref
-    return builders
-
-
-def flat_outputs(out) -> List[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    return [t for item in out for t in flat_outputs(item)]
 
 
 class Bench:
@@ -452,72 +339,6 @@ def measure(benches: List[Bench], args):
             print(f'  {mode} round {round_index + 1}/{rounds} done', file=sys.stderr)
 
 
-@contextlib.contextmanager
-def exact_fp32():
-    """TF32 off for cuDNN convolutions and CUDA matrix products while a
-    reference check runs (cuDNN's default TF32 stem convolutions alone move
-    LightViT-T's outputs by about 1e-4), restored after; no effect on CPU."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-def weighted_grads(model: nn.Module, inputs: torch.Tensor):
-    """One backward pass of ``model``'s outputs, each element weighted
-    differently (``linspace(-1, 1)``; a plain sum has gradients of about 0
-    through final LayerNorms): (outputs, detached, and the gradients of the
-    parameters that got one, by name). ``model``'s gradients are reset first."""
-    model.zero_grad(set_to_none=True)
-    outs = flat_outputs(model(inputs))
-    sum((o * torch.linspace(-1, 1, o.numel(), device=o.device, dtype=o.dtype).view_as(o)).sum()
-        for o in outs).backward()
-    return [o.detach() for o in outs], {n: p.grad for n, p in model.named_parameters()
-                                        if p.grad is not None}
-
-
-def check_same_gradients(reference: nn.Module, ours: nn.Module, inputs: torch.Tensor,
-                         name: str):
-    """Raise if one training step's parameter gradients of a reference differ
-    from ours by more than 1e-4 relative (per parameter: largest absolute
-    difference over largest absolute value); drop-path off for the check.
-
-    Both run on float64 copies: in float32 the position-bias tables' gradients
-    (sums over every window of terms that largely cancel) move by up to 1e-3
-    relative from one run of the same code to the next, because the matrix
-    products round differently with the buffers' alignment, which would hide
-    a real difference or invent one."""
-    grads = []
-    for model in (reference, ours):
-        model = copy.deepcopy(model).double()
-        for module in model.modules():
-            if hasattr(module, 'drop_prob'):
-                module.drop_prob = 0.
-        grads.append(weighted_grads(model.train(), inputs.double())[1])
-    errors = {n: ((grads[0][n] - g).abs().max() / g.abs().max().clamp_min(1e-30)).item()
-              for n, g in grads[1].items()}
-    worst = max(errors, key=errors.get)
-    if grads[0].keys() != grads[1].keys() or errors[worst] > 1e-4:
-        raise RuntimeError(f'{name}: gradients differ from ours, {worst}: {errors[worst]:.1e} '
-                           'relative')
-    print(f'  {name}: float64 gradients equal ours within {errors[worst]:.1e} relative '
-          f'({len(errors)} parameters)', file=sys.stderr)
-
-
-def check_same_outputs(reference: nn.Module, ours: nn.Module, inputs: torch.Tensor, name: str):
-    """Raise if a reference implementation disagrees with ours by more than
-    1e-4 (fp32 with TF32 off, eval)."""
-    with torch.inference_mode(), exact_fp32():
-        ref_out = flat_outputs(reference.eval()(inputs))
-        our_out = flat_outputs(ours.eval()(inputs))
-    diff = max((a - b).abs().max().item() for a, b in zip(ref_out, our_out))
-    if len(ref_out) != len(our_out) or diff > 1e-4:
-        raise RuntimeError(f'{name} disagrees with lightvit_mm: max abs difference {diff:.2e}')
-    print(f'  {name}: outputs equal ours within {diff:.1e}', file=sys.stderr)
-
-
 def _measured(cell: Callable[[], str]) -> str:
     """``cell()``, or 'failed (error)' where that measurement raises."""
     try:
@@ -580,7 +401,6 @@ def table(benches: List[Bench], args, peak: GemmPeak) -> str:
 def forward_flop(model: nn.Module, shape) -> float:
     """FLOP (2 x multiply-adds, attention products included) of one forward
     pass of ``model`` on one image of ``shape`` (C, H, W)."""
-    from lightvit_mm.analysis.complexity import count_complexity
     device = next(model.parameters()).device
     with torch.no_grad():
         stats = count_complexity(model.eval(), torch.zeros(1, *shape, device=device))
@@ -718,6 +538,57 @@ def dense_benches(args, references) -> List[Bench]:
     return benches
 
 
+def run_table(title: str, benches: List[Bench], args):
+    """Time ``benches`` and the GEMM peak in the same interleaved rounds and
+    print their Markdown table under ``title``."""
+    peak = GemmPeak(args)
+    measure(benches + [peak], args)
+    print(f'\n{title}:\n')
+    print(table(benches, args, peak))
+
+
+def lightvit_tables(args, references):
+    """``--tables lightvit``: LightViT-T's paths at ``--size`` (inference and
+    training step), at ``--single-image`` batch 1 (inference), and with
+    ``--compile`` what ``torch._dynamo.explain`` says."""
+    run_table(f'{BASE}, {args.size}x{args.size}, batch {args.batch_size} (last stage out)',
+              lightvit_benches(args, references, args.size, args.batch_size, train=True), args)
+    if args.single_image:
+        size = args.single_image
+        run_table(f'{BASE}, {size}x{size}, batch 1, inference (last stage out)',
+                  lightvit_benches(args, references, size, 1, train=False), args)
+    if args.compile:
+        print('\n' + explain_compile(build_peer(BASE).to(args.device),
+                                     torch.randn(1, 3, args.size, args.size,
+                                                 device=args.device)))
+
+
+def backbone_tables(args, references):
+    """``--tables backbones``: the peers, and the paper's V100 ratios beside ours."""
+    benches = backbone_benches(args, references)
+    run_table(f'Backbones, {args.size}x{args.size}, batch {args.batch_size} (last stage '
+              'out)', benches, args)
+    paper = paper_table(benches)
+    if paper:
+        print(f'\nThe paper\'s speed ratios beside ours ({args.amp}, batch '
+              f'{args.batch_size}):\n\n{paper}')
+
+
+def dense_tables(args, references):
+    """``--tables dense``: Mask R-CNN backbone + neck and UPerNet backbone + head."""
+    run_table(f'Dense prediction, inference on 1 image, training step on 2 (speed-up: '
+              f'{BASE} of lightvit_mm over each row)', dense_benches(args, references), args)
+
+
+#: ``--tables`` name -> function(args, references) that measures and prints
+#: those tables; printed in this order whatever the order given
+TABLES: Dict[str, Callable] = {
+    'lightvit': lightvit_tables,
+    'backbones': backbone_tables,
+    'dense': dense_tables,
+}
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true',
@@ -734,8 +605,7 @@ def parse_args(argv=None):
     parser.add_argument('--models', nargs='*', default=[n for n in ALL_MODELS
                                                          if n not in TIMM_PEERS],
                         help='backbones besides LightViT-T (default: all but the timm ones)')
-    parser.add_argument('--tables', nargs='+', choices=('lightvit', 'backbones', 'dense'),
-                        default=['lightvit', 'backbones', 'dense'],
+    parser.add_argument('--tables', nargs='+', choices=list(TABLES), default=list(TABLES),
                         help='lightvit: LightViT-T\'s paths (eager, deploy, compiled) and the '
                         'references at 224x224 (inference and training) and 512x512 batch 1 '
                         '(inference); backbones: peers at 224x224; dense: Mask R-CNN and UPerNet')
@@ -799,34 +669,9 @@ def main(argv=None):
           f'median of {args.repeats} interleaved rounds after {args.warmup} warm-up, '
           f'{args.iters} iteration(s) per timing')
     references = reference_builders(args.official, args.ref)
-
-    def run_table(title, benches):
-        peak = GemmPeak(args)
-        measure(benches + [peak], args)
-        print(f'\n{title}:\n')
-        print(table(benches, args, peak))
-    if 'lightvit' in args.tables:
-        run_table(f'{BASE}, {args.size}x{args.size}, batch {args.batch_size} (last stage out)',
-                  lightvit_benches(args, references, args.size, args.batch_size, train=True))
-        if args.single_image:
-            size = args.single_image
-            run_table(f'{BASE}, {size}x{size}, batch 1, inference (last stage out)',
-                      lightvit_benches(args, references, size, 1, train=False))
-        if args.compile:
-            print('\n' + explain_compile(build_peer(BASE).to(args.device),
-                                         torch.randn(1, 3, args.size, args.size,
-                                                     device=args.device)))
-    if 'backbones' in args.tables:
-        benches = backbone_benches(args, references)
-        run_table(f'Backbones, {args.size}x{args.size}, batch {args.batch_size} (last stage '
-                  'out)', benches)
-        paper = paper_table(benches)
-        if paper:
-            print(f'\nThe paper\'s speed ratios beside ours ({args.amp}, batch '
-                  f'{args.batch_size}):\n\n{paper}')
-    if 'dense' in args.tables:
-        run_table(f'Dense prediction, inference on 1 image, training step on 2 (speed-up: '
-                  f'{BASE} of lightvit_mm over each row)', dense_benches(args, references))
+    for name, print_tables in TABLES.items():  # in the registry's order
+        if name in args.tables:
+            print_tables(args, references)
     print('\nactivations: tensors autograd keeps for backward in one training forward '
           '(parameters excluded). train: forward + backward, no optimizer step. GFLOP/s: '
           'forward FLOP (2 x multiply-adds, attention included) x images/s, x3 for a '

@@ -13,18 +13,15 @@ Examples:
 import argparse
 import logging
 import os.path as osp
-import sys
 import warnings
 
 import torch
 from mmengine.logging import MMLogger
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO not in sys.path:  # runnable as a plain script from any directory
-    sys.path.insert(0, REPO)
+from lightvit_mm import LightViT
+from lightvit_mm.analysis.complexity import build_from_config, count_complexity, model_inputs
 
-from lightvit_mm import LightViT  # noqa: E402
-from lightvit_mm.analysis.complexity import build_from_config, count_complexity, model_inputs  # noqa: E402
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))  # the configs' checkout
 
 ARCHS = (('T', 'tiny', 't'), ('S', 'small', 's'), ('B', 'base', 'b'))
 #: the paper's (params, FLOPs) per task and variant (PAPER.md)

@@ -49,6 +49,7 @@ import argparse
 import contextlib
 import copy
 import gc
+import importlib.util
 import io
 import math
 import os
@@ -67,14 +68,12 @@ import torch
 import torch._dynamo
 import torch.nn.functional as F
 
+from lightvit_mm import LightViT
+from lightvit_mm.analysis.official_reference import exact_fp32, reference_builders, weighted_grads
+from lightvit_mm.models.backbones import lightvit as lightvit_module
+
 HERE = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(osp.dirname(HERE))
-sys.path[:0] = [p for p in (REPO, HERE) if p not in sys.path]
-
-import benchmark  # noqa: E402
-
-from lightvit_mm import LightViT  # noqa: E402
-from lightvit_mm.models.backbones import lightvit as lightvit_module  # noqa: E402
 
 START = time.monotonic()
 CARRIED_OFFICIAL = osp.join(REPO, '.gpu_check', 'LightViT')  # where the prepare script puts it
@@ -180,7 +179,7 @@ def training_gradients(device: torch.device, batch: int, size: int,
         'ours, fused SDPA bias gradient': (lambda: copy.deepcopy(model), fused_attention),
     }
     if official:
-        build_official = next(iter(benchmark.reference_builders(official, []).values()))
+        build_official = next(iter(reference_builders(official, []).values()))
 
         def official_model():
             built = build_official(model)
@@ -193,9 +192,9 @@ def training_gradients(device: torch.device, batch: int, size: int,
     for name, (build, attention) in variants.items():
         net = build().to(device).train()
         inputs = x.double() if name == 'float64 reference' else x
-        with benchmark.exact_fp32(), (window_attention(attention) if attention
-                                      else contextlib.nullcontext()):
-            outs, grads = benchmark.weighted_grads(net, inputs)
+        with exact_fp32(), (window_attention(attention) if attention
+                            else contextlib.nullcontext()):
+            outs, grads = weighted_grads(net, inputs)
         results[name] = dict(outputs=outs, grads=grads)
         del net
     return results
@@ -315,9 +314,20 @@ def phase_gradients(args) -> str:
     return '\n\n'.join(parts)
 
 
+def load_benchmark() -> types.ModuleType:
+    """``tools/analysis/benchmark.py`` (beside this script) as a module, run
+    in this process: a phase then costs no new interpreter, CUDA context or
+    imports."""
+    spec = importlib.util.spec_from_file_location('benchmark', osp.join(HERE, 'benchmark.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def benchmark_phase(argv: List[str]) -> Callable:
     """A phase that runs ``benchmark.py argv`` and returns what it printed."""
     def run(args) -> str:
+        benchmark = load_benchmark()
         common = ['--device', args.device.type, '--size', str(args.size)]
         if args.official:
             common += ['--official', args.official]
@@ -337,8 +347,8 @@ def phase_test_cuda(args) -> str:
     env = dict(os.environ)
     if args.official:
         env['LIGHTVIT_OFFICIAL'] = args.official
-    command = [sys.executable, '-m', 'pytest', 'tests/test_models/test_cuda.py', '-k', 'official',
-               '-s', '-q', '-p', 'no:cacheprovider']
+    command = [sys.executable, '-m', 'pytest', 'tests/test_models/test_cuda.py', '-k',
+               'official', '-s', '-q', '-p', 'no:cacheprovider']
     left = args.budget - elapsed()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=max(60., left) if math.isfinite(left) else None)

@@ -28,7 +28,6 @@ import argparse
 import logging
 import os
 import os.path as osp
-import sys
 import warnings
 from typing import Callable, Dict, List, Sequence, Tuple
 
@@ -37,12 +36,8 @@ import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO not in sys.path:  # runnable as a plain script from any directory
-    sys.path.insert(0, REPO)
-
-from lightvit_mm import LightViT, LightViTFPN  # noqa: E402
-from lightvit_mm.checkpoint.io import extract_state_dict, load_checkpoint_file, strip_prefixes  # noqa: E402
+from lightvit_mm import LightViT, LightViTFPN
+from lightvit_mm.checkpoint.io import extract_state_dict, load_checkpoint_file, strip_prefixes
 
 
 class BackboneWithNeck(nn.Module):

@@ -12,16 +12,11 @@ Example:
 """
 import argparse
 import os.path as osp
-import sys
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO not in sys.path:  # runnable as a plain script from any directory
-    sys.path.insert(0, REPO)
+from mmengine.config import DictAction
+from mmengine.runner import Runner
 
-from mmengine.config import DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
-from lightvit_mm.launch.data_root import DATA_ROOT_HELP, check_data_files, load_config  # noqa: E402
+from lightvit_mm.launch.data_root import DATA_ROOT_HELP, check_data_files, load_config
 
 
 def parse_args(argv=None):
