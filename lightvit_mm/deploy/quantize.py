@@ -84,8 +84,14 @@ def calibration_data(model, specs, cfg, num_images: int, task: str,
     numpy inputs): the graphs' inputs while the PyTorch ``model`` predicts on
     the first ``num_images`` training images (:func:`calibration_config`),
     recorded batch by batch and thinned at once (:func:`calibration_inputs`),
-    so the RoI features of all proposals are never held together."""
+    so the RoI features of all proposals are never held together.
+
+    Raises:
+        ValueError: ``num_images`` < 1.
+    """
     from .exporter import record, test_batches
+    if num_images < 1:
+        raise ValueError(f'int8 needs at least 1 calibration image, got {num_images}')
     data = {spec.name: [] for spec in specs}
     for batch in test_batches(calibration_config(cfg), num_images):
         calls = record(model, specs, [batch], task, policy)

@@ -213,3 +213,33 @@ def test_int8_export_is_quantized_and_runs(backend, quantized_op, tiny_cls_root,
     errors = compare(str(tmp_path), result['_model'], result['_specs'], result['_calls'])
     worst = max(errors['scores'])
     assert 0 < worst <= TOLERANCES['int8'], worst
+
+
+def test_benchmark_rows_compute_the_same(monkeypatch):
+    """The deploy table's low-precision rows (precision_bench) run and give
+    what fp32 gives, within bf16's and int8's rounding; their names say what
+    runs where the CPU lacks bf16 units (mocked)."""
+    from lightvit_mm import LightViT
+    from lightvit_mm.deploy import precision_bench
+    monkeypatch.setattr(precision_bench, 'cpu_capabilities', lambda: ZEN2)
+    gemms = precision_bench.gemm_rows(size=16)
+    assert list(gemms) == ['fp32 GEMM', 'bf16 GEMM (no bf16 units: emulated)',
+                           'int8 GEMM (torch._int_mm)']
+    assert all(flop == 2 * 16**3 for _, flop in gemms.values())
+    fp32, bf16 = gemms['fp32 GEMM'][0](), gemms['bf16 GEMM (no bf16 units: emulated)'][0]()
+    assert float((bf16.float() - fp32).norm() / fp32.norm()) < 1e-2
+    assert gemms['int8 GEMM (torch._int_mm)'][0]().dtype == torch.int32
+
+    torch.manual_seed(0)
+    model = LightViT(arch=dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[1, 2, 4],
+                               mlp_ratios=[2, 2, 2], num_tokens=4)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+    rows = precision_bench.pytorch_rows(model, x, compile=False)
+    assert list(rows) == ['PyTorch eager bf16 autocast (no bf16 units: emulated)']
+    outs = rows['PyTorch eager bf16 autocast (no bf16 units: emulated)']()
+    assert torch.bfloat16 in {o.dtype for o in outs}  # autocast ran
+    for got, ref in zip(outs, expected):
+        assert got.shape == ref.shape
+        assert float((got.float() - ref).norm() / ref.norm()) < 5e-2

@@ -26,6 +26,8 @@ if REPO not in sys.path:  # runnable as a plain script from any directory
 
 from mmengine.config import DictAction  # noqa: E402
 
+from lightvit_mm.deploy.precision import PRECISIONS  # noqa: E402
+from lightvit_mm.deploy.quantize import CALIB_IMAGES  # noqa: E402
 from lightvit_mm.launch.data_root import DATA_ROOT_HELP, check_data_files, load_config  # noqa: E402
 
 
@@ -44,12 +46,12 @@ def parse_args(argv=None):
     parser.add_argument('--tolerance', type=float, default=None,
                         help='largest accepted |deployed - PyTorch| / max(1, max |PyTorch|) '
                         '(default 1e-3 for fp32, 5e-2 bf16, 0.25 int8)')
-    parser.add_argument('--precision', choices=['fp32', 'bf16', 'int8'], default='fp32',
+    parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
                         help='fp32 (default); bf16: OpenVINO\'s bf16 inference on CPUs with '
                         'bf16 units (AMX, AVX512_BF16), fp32 elsewhere; int8: quantized, '
                         'calibrated on --calib-images training images (docs/deployment.md)')
-    parser.add_argument('--calib-images', type=int, default=128,
-                        help='int8: training images to calibrate on (default 128)')
+    parser.add_argument('--calib-images', type=int, default=CALIB_IMAGES,
+                        help=f'int8: training images to calibrate on (default {CALIB_IMAGES})')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries')
     return parser.parse_args(argv)
