@@ -16,7 +16,6 @@ Row names say the precision the row really runs in on this CPU
 CPU without bf16 units is marked as such.
 """
 import os.path as osp
-import tempfile
 from typing import Callable, Dict, Tuple
 
 import torch
@@ -60,20 +59,19 @@ def pytorch_rows(model: nn.Module, inputs: torch.Tensor,
 
 
 def runtime_rows(onnx_path: str, inputs: torch.Tensor,
-                 work_dir: str = None) -> Dict[str, Callable[[], object]]:
+                 work_dir: str) -> Dict[str, Callable[[], object]]:
     """Runtime rows of the ONNX graph ``onnx_path`` (one input) on
     ``inputs``: OpenVINO with the bf16 hint, OpenVINO int8 (NNCF), ONNX
     Runtime int8 (QDQ), each where its library is installed. The int8 graphs
     are calibrated on ``inputs`` itself (enough for timing; accuracy needs
     the training images of ``export.py --precision int8``) and written into
-    ``work_dir`` (default: a temporary folder kept for the process)."""
+    the folder ``work_dir``."""
     import importlib.util
     import shutil
 
     from .backends import ONNXRuntimeGraph, OpenVINOGraph, convert_onnx_to_openvino
     from .precision import runtime_precision
     from .quantize import quantize_graph
-    work_dir = work_dir or tempfile.mkdtemp(prefix='lightvit_precision_rows_')
     x = [inputs.detach().float().contiguous().numpy()]
     rows = {}
     if importlib.util.find_spec('openvino') is not None:
