@@ -5,8 +5,9 @@
 Calibration: the first ``N`` images of the config's *training* set (default
 :data:`CALIB_IMAGES`), through the *test* pipeline and the model's data
 preprocessor, brought to the export size; each graph is calibrated on the
-inputs it gets while the PyTorch model predicts on them (for the RoI heads at
-most :data:`CALIB_ROIS` RoIs of each image, spread evenly over its list).
+inputs it gets while the PyTorch model predicts on them, batch by batch (for
+the RoI heads at most :data:`CALIB_ROIS` RoIs of each batch, spread evenly
+over its list).
 
 Each backend's own tool quantizes its graphs:
 
@@ -43,8 +44,8 @@ import torch
 
 #: default number of calibration images
 CALIB_IMAGES = 128
-#: largest number of RoIs of one image kept as calibration input of the RoI heads
-CALIB_ROIS = 16
+#: largest number of RoIs of one batch kept as calibration input of the RoI heads
+CALIB_ROIS = 32
 #: regular expressions of ONNX / OpenVINO node names kept in fp32: the
 #: LightViT stem (``backbone.patch_embed``: three stride-2 convolutions on the
 #: image, folded BatchNorms and the projection)
