@@ -92,6 +92,20 @@ def test_runtime_precision_falls_back_where_bf16_is_missing(monkeypatch):
         runtime_precision('int4', 'openvino')
 
 
+def test_calibration_inputs_thin_rois_and_split_images():
+    from lightvit_mm.deploy.quantize import calibration_inputs
+    rois = torch.arange(100.).view(100, 1).expand(100, 3)
+    items = calibration_inputs([(rois, ), (rois[:3], ), (rois[:0], )], 'num_rois', max_rois=4)
+    assert len(items) == 2  # the call without RoIs gives nothing
+    assert items[0][0][:, 0].tolist() == [0, 33, 66, 99] and items[1][0].shape == (3, 3)
+    images = torch.randn(3, 3, 8, 8)
+    items = calibration_inputs([(images, )], '')
+    assert [i[0].shape for i in items] == [(1, 3, 8, 8)] * 3
+    assert (items[2][0] == images[2:].numpy()).all()
+    batch = calibration_inputs([([images, images], )], 'batch')
+    assert len(batch) == 1 and len(batch[0]) == 2 and batch[0][0].shape == (3, 3, 8, 8)
+
+
 # ---------------------------------------------------------------------------
 # Exports of the digits classifier (random weights, 32x32)
 # ---------------------------------------------------------------------------
