@@ -93,7 +93,8 @@ setup(
         # transformers >= 4.52 breaks `import mmpretrain` 1.2.0 (lightvit_mm/registration.py,
         # TRANSFORMERS_BREAKING_MMPRETRAIN); mmpretrain itself does not bound it.
         'mmpretrain': ['mmpretrain>=1.2.0,<1.3.0', 'transformers<4.52'],
-        'deploy': ['onnx', 'onnxruntime', 'onnxscript', 'openvino'],
+        # nncf: int8 quantization of OpenVINO graphs (export.py --precision int8)
+        'deploy': ['onnx', 'onnxruntime', 'onnxscript', 'openvino', 'nncf>=3.0'],
         'tests': [
             'pytest', 'ruff>=0.17,<0.18', 'build', 'scikit-learn', 'pycocotools', 'onnx',
             'onnxruntime', 'pyyaml', 'tensorboard',

@@ -1,7 +1,7 @@
 # Copyright (c) lightvit-mm contributors. Licensed under the Apache License 2.0.
 """The two inference runtimes a graph of a deployed model runs in: ONNX
 Runtime (the ``.onnx`` file) and OpenVINO (``.xml`` + ``.bin`` IR converted
-from it), both fp32 on the CPU.
+from it), on the CPU (precisions: :mod:`lightvit_mm.deploy.precision`).
 
 Each wrapper takes numpy float32 arrays in the graph's input order and
 returns numpy arrays in its output order. Files are opened only by the paths
@@ -49,20 +49,24 @@ class ONNXRuntimeGraph:
 
 class OpenVINOGraph:
     """One OpenVINO IR (``.xml`` + ``.bin``) compiled for the CPU plugin with
-    fp32 inference precision (the plugin's default is bf16 on machines with
-    AMX).
+    the inference precision of ``precision`` (fp32 by default; the plugin's
+    own default is bf16 on machines with AMX).
 
     Args:
         xml (str): The IR's ``.xml``.
         bin (str): Its ``.bin`` weights.
         num_threads (int): Inference threads; 0 lets OpenVINO choose.
+        precision (str): The runtime precision, 'fp32', 'bf16' or 'int8'
+            (:func:`lightvit_mm.deploy.precision.openvino_hint`). Defaults to 'fp32'.
     """
 
-    def __init__(self, xml: str, bin: str, num_threads: int = 0):
+    def __init__(self, xml: str, bin: str, num_threads: int = 0, precision: str = 'fp32'):
         import openvino as ov
+
+        from .precision import openvino_hint
         core = ov.Core()
         model = core.read_model(xml, bin)
-        config = {'INFERENCE_PRECISION_HINT': 'f32'}
+        config = {'INFERENCE_PRECISION_HINT': openvino_hint(precision)}
         if num_threads:
             config['INFERENCE_NUM_THREADS'] = num_threads
         self.compiled = core.compile_model(model, 'CPU', config)
@@ -82,9 +86,11 @@ def convert_onnx_to_openvino(onnx_path: str, xml_path: str) -> List[str]:
     return [xml_path, osp.splitext(xml_path)[0] + '.bin']
 
 
-def open_graph(backend: str, paths: Sequence[str], num_threads: int = 0):
+def open_graph(backend: str, paths: Sequence[str], num_threads: int = 0,
+               precision: str = 'fp32'):
     """The runtime wrapper of one graph: ``paths`` is ``[onnx]`` for
-    'onnxruntime', ``[xml, bin]`` for 'openvino'.
+    'onnxruntime', ``[xml, bin]`` for 'openvino'; ``precision`` sets
+    OpenVINO's inference precision (an ONNX graph runs as it is stored).
 
     Raises:
         ValueError: an unknown backend or the wrong files for it.
@@ -93,6 +99,6 @@ def open_graph(backend: str, paths: Sequence[str], num_threads: int = 0):
         return ONNXRuntimeGraph(paths[0], num_threads)
     if backend == 'openvino' and len(paths) == 2 and paths[0].endswith('.xml') \
             and paths[1].endswith('.bin'):
-        return OpenVINOGraph(paths[0], paths[1], num_threads)
+        return OpenVINOGraph(paths[0], paths[1], num_threads, precision)
     raise ValueError(f'backend {backend!r} cannot open {list(paths)} (onnxruntime: an .onnx '
                      'file; openvino: an .xml and its .bin)')

@@ -12,6 +12,7 @@ from mmengine.model import BaseModel
 from .backends import open_graph
 from .graphs import flatten, get_owner, unflatten
 from .manifest import TASKS, read_manifest, resolve_inside
+from .precision import runtime_precision
 from .safe_config import build_from_data
 
 
@@ -108,6 +109,12 @@ class DeployedModel(BaseModel):
             'instance-segmentation'). Defaults to None (any).
         num_threads (int): Threads of the runtime; 0 lets it choose.
 
+    Attributes:
+        precision (str): The precision the graphs run in here: deploy.json's
+            ``precision`` ('fp32' where it has none), except that 'bf16'
+            runs as 'fp32', with a warning, where this CPU has no bf16 units
+            (:func:`~lightvit_mm.deploy.precision.runtime_precision`).
+
     Raises:
         DeployedFolderError: the folder is refused (see ``read_manifest``).
         ValueError: the model config in deploy.json names unregistered
@@ -128,10 +135,14 @@ class DeployedModel(BaseModel):
         self.scope = scope
         self.dataset_meta = manifest.get('dataset_meta') or {}
         self.graphs = {}
+        # bf16 falls back to fp32 with a warning where this CPU runs no bf16
+        self.precision = runtime_precision(manifest.get('precision', 'fp32'),
+                                           manifest['backend'])
         for name, graph in manifest['graphs'].items():
             paths = [resolve_inside(work_dir, f) for f in graph['files']]
             paths = [p for p in paths if osp.splitext(p)[1] in ('.onnx', '.xml', '.bin')]
-            self.graphs[name] = open_graph(manifest['backend'], paths, num_threads)
+            self.graphs[name] = open_graph(manifest['backend'], paths, num_threads,
+                                           self.precision)
             if graph['kind'] != 'scores':  # the classifier's scores are the prediction
                 setattr(get_owner(skeleton, graph['owner']), graph['method'],
                         self._runner(name, graph['outputs']))
@@ -200,5 +211,6 @@ class DeployedModel(BaseModel):
         return super().train(False)
 
     def extra_repr(self) -> str:
-        return f'task={self.task}, backend={self.manifest["backend"]}, graphs={list(self.graphs)}'
+        return (f'task={self.task}, backend={self.manifest["backend"]}, '
+                f'precision={self.precision}, graphs={list(self.graphs)}')
 

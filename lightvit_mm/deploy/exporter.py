@@ -12,7 +12,8 @@ Steps of :func:`export_model`:
    the inputs of each graph (:mod:`lightvit_mm.deploy.graphs`);
 3. export each graph with torch's exporter (``torch.onnx.export``) at the
    recorded inputs, first dimension dynamic (batch, or number of RoIs),
-   and for OpenVINO convert it to IR (fp32);
+   and for OpenVINO convert it to IR (fp32); for ``precision='int8'``
+   quantize it, calibrated on training images (:mod:`lightvit_mm.deploy.quantize`);
 4. write ``deploy.json`` (:mod:`lightvit_mm.deploy.manifest`);
 5. load the folder with :class:`~lightvit_mm.deploy.DeployedModel` and
    compare every graph's outputs with PyTorch's on the recorded inputs
@@ -35,6 +36,8 @@ from .backends import backend_versions, convert_onnx_to_openvino
 from .deployed_model import DeployedModel, fit_input
 from .graphs import CallRecorder, GraphModule, flatten, get_owner, graph_specs, structure, task_of
 from .manifest import FORMAT, FORMAT_VERSION, TASKS, sha256_of, write_manifest
+from .precision import check_precision, cpu_capabilities
+from .quantize import CALIB_IMAGES, calibration_data, quantize_graph
 from .rewrites import rewrite_for_export
 from .safe_config import to_data
 
@@ -42,6 +45,9 @@ from .safe_config import to_data
 OPSET = 18
 #: a graph output passes when max|deployed - PyTorch| <= TOLERANCE * max(1, max|PyTorch|)
 TOLERANCE = 1e-3
+#: the same check's default tolerance for each precision (bf16 and int8: catches broken
+#: graphs, not accuracy; measure that with tools/deployment/test_deployed.py)
+TOLERANCES = {'fp32': TOLERANCE, 'bf16': 5e-2, 'int8': 2.5e-1}
 
 
 def build_model(cfg: Config, checkpoint: Optional[str]) -> nn.Module:
@@ -166,7 +172,8 @@ def _normalisation(model_cfg: dict) -> dict:
 
 
 def export_model(cfg: Config, checkpoint: Optional[str], backend: str, work_dir: str,
-                 shape: Optional[Tuple[int, int]] = None, num_images: int = 4) -> dict:
+                 shape: Optional[Tuple[int, int]] = None, num_images: int = 4,
+                 precision: str = 'fp32', calib_images: int = CALIB_IMAGES) -> dict:
     """Export the model of ``cfg`` with ``checkpoint`` into ``work_dir``.
 
     Args:
@@ -181,6 +188,12 @@ def export_model(cfg: Config, checkpoint: Optional[str], backend: str, work_dir:
             Defaults to the size of the first test batch after the
             pipeline and data preprocessor.
         num_images (int): Test images used. Defaults to 4.
+        precision (str): 'fp32', 'bf16' (OpenVINO's bf16 inference hint,
+            recorded in deploy.json) or 'int8' (graphs quantized after
+            calibration, :mod:`lightvit_mm.deploy.quantize`); see
+            :mod:`lightvit_mm.deploy.precision`. Defaults to 'fp32'.
+        calib_images (int): Training images the int8 quantization is
+            calibrated on. Defaults to :data:`~lightvit_mm.deploy.quantize.CALIB_IMAGES`.
 
     Returns:
         dict: The manifest, plus under ``'_calls'`` the recorded graph
@@ -188,10 +201,11 @@ def export_model(cfg: Config, checkpoint: Optional[str], backend: str, work_dir:
 
     Raises:
         NotImplementedError: a model kind that is not exported.
-        ValueError: unknown backend.
+        ValueError: unknown backend or precision, bf16 for ONNX Runtime.
     """
     if backend not in ('onnxruntime', 'openvino'):
         raise ValueError(f'unknown backend {backend!r}; expected onnxruntime or openvino')
+    check_precision(precision, backend)
     model = build_model(cfg, checkpoint)
     task = task_of(model)
     specs = graph_specs(model)
@@ -206,6 +220,9 @@ def export_model(cfg: Config, checkpoint: Optional[str], backend: str, work_dir:
         export.backbone.switch_to_deploy()
     rewrite_for_export(export)
     calls = record(model, specs, batches, task, policy)
+    if precision == 'int8':  # the graphs' inputs on the calibration images
+        calib = calibration_data(model, specs, cfg, calib_images, task, policy)
+    quantization = {}
     os.makedirs(work_dir, exist_ok=True)
     graphs, files = {}, {}
     for spec in specs:
@@ -227,6 +244,9 @@ def export_model(cfg: Config, checkpoint: Optional[str], backend: str, work_dir:
             os.remove(osp.join(work_dir, onnx_name))
         else:
             names = [onnx_name]
+        if precision == 'int8':
+            quantization[spec.name] = quantize_graph(
+                backend, [osp.join(work_dir, n) for n in names], calib[spec.name])
         graphs[spec.name] = dict(files=names, owner=spec.owner, method=spec.method,
                                  kind=spec.kind, dim0=spec.dim0, num_inputs=num_in,
                                  outputs=tree)
@@ -243,9 +263,10 @@ def export_model(cfg: Config, checkpoint: Optional[str], backend: str, work_dir:
         'exporter': 'torch.onnx.export(dynamo=False)', 'versions': _versions(backend, TASKS[task]),
         'checkpoint': ({'file': osp.basename(checkpoint), 'sha256': sha256_of(checkpoint)}
                        if checkpoint else None),
-        'model': model_data, 'graphs': graphs, 'files': files,
+        'model': model_data, 'graphs': graphs, 'files': files, 'precision': precision,
+        'quantization': quantization or None,
         'exported_on': {'machine': platform.machine(), 'system': platform.system(),
-                        'argv': sys.argv[1:]},
+                        'cpu': cpu_capabilities().describe(), 'argv': sys.argv[1:]},
     }
     write_manifest(work_dir, manifest)
     return dict(manifest, _calls=calls, _model=model, _specs=specs)

@@ -6,7 +6,8 @@ A deployed-model folder is something people download and share, so
 :func:`read_manifest` trusts nothing in it:
 
 - ``deploy.json`` is plain JSON (no code runs), with a known
-  ``format_version`` and one of the known tasks and backends;
+  ``format_version``, one of the known tasks and backends, and a known
+  ``precision`` (fp32 where it has none);
 - every file it names is a relative path that stays inside the folder
   (no absolute path, no ``..``, no symlink whose target lies outside), is a
   regular file, and has the sha256 written in ``deploy.json``;
@@ -19,6 +20,8 @@ import json
 import os
 import os.path as osp
 from typing import Dict, Iterable, Optional
+
+from .precision import PRECISIONS
 
 #: the ``format`` value of every deploy.json written by lightvit_mm
 FORMAT = 'lightvit_mm.deploy'
@@ -198,6 +201,9 @@ def read_manifest(folder: str, task: Optional[str] = None) -> dict:
     if manifest.get('backend') not in BACKENDS:
         raise DeployedFolderError(f'{path}: unknown backend {manifest.get("backend")!r}; '
                                   f'expected one of {list(BACKENDS)}')
+    if manifest.get('precision', 'fp32') not in PRECISIONS:  # older folders: fp32
+        raise DeployedFolderError(f'{path}: unknown precision {manifest.get("precision")!r}; '
+                                  f'expected one of {list(PRECISIONS)}')
     graphs = manifest.get('graphs')
     if not isinstance(graphs, dict) or not graphs:
         raise DeployedFolderError(f'{path}: "graphs" is missing or empty')

@@ -21,6 +21,8 @@ import sys
 
 from mmengine.config import DictAction
 
+from lightvit_mm.deploy.precision import PRECISIONS
+from lightvit_mm.deploy.quantize import CALIB_IMAGES
 from lightvit_mm.launch.data_root import DATA_ROOT_HELP, check_data_files, load_config
 
 
@@ -38,7 +40,13 @@ def parse_args(argv=None):
                         help='test images to export and check with (default 4)')
     parser.add_argument('--tolerance', type=float, default=None,
                         help='largest accepted |deployed - PyTorch| / max(1, max |PyTorch|) '
-                        '(default 1e-3)')
+                        '(default 1e-3 for fp32, 5e-2 bf16, 0.25 int8)')
+    parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
+                        help='fp32 (default); bf16: OpenVINO\'s bf16 inference on CPUs with '
+                        'bf16 units (AMX, AVX512_BF16), fp32 elsewhere; int8: quantized, '
+                        'calibrated on --calib-images training images (docs/deployment.md)')
+    parser.add_argument('--calib-images', type=int, default=CALIB_IMAGES,
+                        help=f'int8: training images to calibrate on (default {CALIB_IMAGES})')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries')
     return parser.parse_args(argv)
@@ -46,14 +54,18 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from lightvit_mm.deploy.exporter import TOLERANCE, compare, export_model
+    from lightvit_mm.deploy.exporter import TOLERANCES, compare, export_model
     cfg = load_config(args.config, args.data_root, args.cfg_options)
     check_data_files(cfg, ('test_dataloader', ))
-    tolerance = TOLERANCE if args.tolerance is None else args.tolerance
+    tolerance = TOLERANCES[args.precision] if args.tolerance is None else args.tolerance
+    if args.precision == 'int8':
+        check_data_files(cfg, ('train_dataloader', ))
     result = export_model(cfg, args.checkpoint, args.backend, args.work_dir,
-                          shape=args.shape, num_images=args.num_images)
-    print(f'exported {result["task"]} ({", ".join(result["graphs"])}) for {args.backend} at '
-          f'{result["input"]["shape"][0]}x{result["input"]["shape"][1]} into {args.work_dir}')
+                          shape=args.shape, num_images=args.num_images,
+                          precision=args.precision, calib_images=args.calib_images)
+    print(f'exported {result["task"]} ({", ".join(result["graphs"])}) for {args.backend} '
+          f'({args.precision}) at {result["input"]["shape"][0]}x{result["input"]["shape"][1]} '
+          f'into {args.work_dir}')
     errors = compare(args.work_dir, result['_model'], result['_specs'], result['_calls'])
     failed = False
     for graph, diffs in errors.items():
