@@ -118,7 +118,6 @@ def test_wrong_data_root_fails_before_training(tmp_path):
 
 def test_standins_have_the_real_layouts(standins):
     from mmdet.datasets import CocoDataset
-
     from standins import COCO_IDS, IMAGENET_WNIDS
     with open(osp.join(standins['coco'], 'annotations', 'instances_val2017.json')) as f:
         coco = json.load(f)

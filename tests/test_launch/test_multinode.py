@@ -5,8 +5,7 @@ one node with 2 processes (same seed, same global batch: the session's
 conftest.digits_dist_run)."""
 import pytest
 import torch
-from conftest import (DIST_ITERS, finish_dist_training, free_port, read_scalars,
-                      start_dist_training)
+from conftest import DIST_ITERS, finish_dist_training, free_port, read_scalars, start_dist_training
 
 #: relative tolerance on each logged loss: the two runs do the same arithmetic
 #: in the same order (the allreduce of two gradients is a + b on every rank).
