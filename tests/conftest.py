@@ -365,7 +365,7 @@ def standins(tmp_path_factory):
     """Stand-ins for COCO 2017, ADE20K and ImageNet in their real layouts
     (standins), 2 train and 2 val images each: the roots
     {'coco': ..., 'ade': ..., 'imagenet': ...}."""
-    from lightvit_mm.demo_data import standins as s
+    import standins as s
     root = tmp_path_factory.mktemp('standins')
     roots = dict(coco=str(root / 'coco'), ade=str(root / 'ade' / 'ADEChallengeData2016'),
                  imagenet=str(root / 'imagenet'))
