@@ -1,6 +1,6 @@
 """Every paper config (T size) end to end on stand-ins of its data in the real
 layout (COCO 2017, ADEChallengeData2016, ImageNet with meta/*.txt): one training
-iteration, then validation by the config's own evaluator, all through
+iteration (UPerNet: 2), then validation by the config's own evaluator, all through
 ``tools/train.py --data-root``.
 
 Besides a valid metric, each run checks that the backbone got normalised
@@ -38,11 +38,15 @@ RUNS = {
     'retinanet-1x': ('configs/mmdet/retinanet_lightvit-t_lightvit-fpn_1x_coco.py', 'coco',
                      DETECTION + ['model.test_cfg.score_thr=0'], ['coco/bbox_mAP']),
     'upernet-160k': ('configs/mmseg/lightvit-t-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
-                     'ade', [NO_DOWNLOAD, 'train_cfg.max_iters=1', 'train_cfg.val_interval=1'],
+                     'ade', [NO_DOWNLOAD, 'train_cfg.max_iters=2', 'train_cfg.val_interval=2'],
                      ['mIoU']),
     'imagenet': ('configs/mmpretrain/lightvit-tiny_8xb128_in1k.py', 'imagenet', ONE_IMAGE_EPOCH,
                  ['accuracy/top1', 'accuracy/top5']),
 }
+#: training iterations of each run (1 unless named): after one step of the
+#: UPerNet config's warm-up, 55 of its 387 backbone parameters (the norms'
+#: weights, at 1.0) had not moved in float32 (measured, 2026-12-02)
+ITERATIONS = {'upernet-160k': 2}
 
 
 def train_and_validate(config, data_root, work_dir, options):
@@ -85,12 +89,13 @@ def train_and_validate(config, data_root, work_dir, options):
 def test_paper_config_trains_and_evaluates(name, standins, tmp_path):
     config, standin, options, metrics = RUNS[name]
     runner, scores, seen = train_and_validate(config, standins[standin], tmp_path, options)
-    assert runner.iter == 1
+    iterations = ITERATIONS.get(name, 1)
+    assert runner.iter == iterations
     for key in metrics:
         assert 0 <= scores[key] <= 100, (key, scores)
     # The backbone got normalised images (ImageNet mean/std: |x| <= 2.7, where
     # unnormalised pixels reach 255) ...
-    assert len(seen['inputs']) == 1
+    assert len(seen['inputs']) == iterations
     for x in seen['inputs']:
         assert x.dim() == 4 and x.shape[1] == 3
         assert 0.3 < float(x.std()) and float(x.abs().max()) < 3, (x.std(), x.abs().max())
