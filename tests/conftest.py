@@ -305,12 +305,13 @@ def digits_det_runs(tiny_digits, tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
-def digits_checkpoints(digits_det_runs, tiny_digits, tiny_digits_cls, tmp_path_factory):
+def digits_checkpoints(tiny_digits, tiny_digits_cls, tmp_path_factory, request):
     """Checkpoints of the three digits configs: detection from
     :func:`digits_det_runs` (iteration DET_ITERS), segmentation and
-    classification of one iteration each (trained side by side). Returns
-    dict(checkpoints={config: path}, det_root=..., cls_root=..., det_image=one
-    detection val image)."""
+    classification of one iteration each, trained while the detection runs
+    train (their processes use a core the resumed detection run leaves idle).
+    Returns dict(checkpoints={config: path}, det_root=..., cls_root=...,
+    det_image=one detection val image)."""
     root = tmp_path_factory.mktemp('digits_checkpoints')
     runs = {}
     for name, config, data_root in (('seg', SEG_DIGITS_CONFIG, tiny_digits),
@@ -319,6 +320,14 @@ def digits_checkpoints(digits_det_runs, tiny_digits, tiny_digits_cls, tmp_path_f
         runs[config] = (start_training(train_command(root / name, one_iteration(data_root),
                                                      config=config), log),
                         log, root / name / 'iter_1.pth')
+    try:
+        digits_det_runs = request.getfixturevalue('digits_det_runs')
+    except BaseException:  # a failed detection run leaves no training behind
+        for process, _, _ in runs.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        raise
     checkpoints = {DIGITS_CONFIG: str(digits_det_runs['reference'] / f'iter_{DET_ITERS}.pth')}
     for config, (process, log, checkpoint) in runs.items():
         code, text = finish_training(process, log)
@@ -329,12 +338,64 @@ def digits_checkpoints(digits_det_runs, tiny_digits, tiny_digits_cls, tmp_path_f
                 det_image=osp.join(val, sorted(os.listdir(val))[0]))
 
 
+def free_port():
+    """A TCP port of 127.0.0.1 free at the time of the call."""
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+#: iterations of the shared run with several processes (digits_dist_run)
+DIST_ITERS = 2
+
+
+def start_dist_training(work_dir, data_root, nproc, port, nnodes=1, node_rank=0,
+                        max_iters=DIST_ITERS):
+    """``tools/dist_train.sh DIGITS_CONFIG NPROC`` on :func:`tiny_digits_options`
+    as node ``node_rank`` of ``nnodes`` (``MASTER_ADDR=127.0.0.1``), a child
+    process with stdout and stderr piped together. One thread per process in
+    every layout: torchrun sets OMP_NUM_THREADS=1 only when it starts several
+    processes per node, and another thread count reduces in another order
+    (losses 3e-4 apart after one step)."""
+    import sys
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(port), NNODES=str(nnodes),
+               NODE_RANK=str(node_rank), MASTER_ADDR='127.0.0.1', **ONE_THREAD)
+    return subprocess.Popen(
+        ['bash', osp.join(REPO, 'tools/dist_train.sh'), DIGITS_CONFIG, str(nproc),
+         '--work-dir', str(work_dir), '--cfg-options',
+         *tiny_digits_options(data_root, max_iters=max_iters)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
+
+
+def finish_dist_training(process, timeout=TRAIN_TIMEOUT):
+    """Wait for ``process`` (killed after ``timeout`` s): its exit code and output."""
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    return process.returncode, output
+
+
+@pytest.fixture(scope='session')
+def digits_dist_run(tiny_digits, tmp_path_factory):
+    """One node, 2 CPU processes (gloo): ``tools/dist_train.sh`` on the digits
+    detection config for DIST_ITERS iterations. Shared by test_distributed
+    (what a run with several processes logs and writes) and test_multinode
+    (the one-node reference of the two-node run). Returns dict(work_dir=...,
+    code=exit code, output=stdout and stderr)."""
+    work_dir = tmp_path_factory.mktemp('digits_dist_run') / 'work'
+    code, output = finish_dist_training(start_dist_training(work_dir, tiny_digits, 2, free_port()))
+    return dict(work_dir=work_dir, code=code, output=output)
+
+
 @pytest.fixture(scope='session')
 def standins(tmp_path_factory):
     """Stand-ins for COCO 2017, ADE20K and ImageNet in their real layouts
     (standins), 2 train and 2 val images each: the roots
     {'coco': ..., 'ade': ..., 'imagenet': ...}."""
-    from lightvit_mm.demo_data import standins as s
+    import standins as s
     root = tmp_path_factory.mktemp('standins')
     roots = dict(coco=str(root / 'coco'), ade=str(root / 'ade' / 'ADEChallengeData2016'),
                  imagenet=str(root / 'imagenet'))

@@ -5,7 +5,7 @@ import os.path as osp
 import re
 
 from conftest import REPO
-from test_paper_pipelines import NO_DOWNLOAD, train_and_validate
+from test_paper_configs import NO_DOWNLOAD, train_and_validate
 
 CONFIG = 'configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_1x_own-data.py'
 PAGE = osp.join(REPO, 'docs', 'own_data.md')
@@ -22,7 +22,7 @@ def test_page_shows_the_config_file():
 
 def test_own_data_config_trains_and_evaluates(tiny_digits, tmp_path):
     # The inherited 1x pipeline (resize to 1333x800) runs in
-    # test_paper_pipelines.py; here images are resized to 128x128 (CPU time).
+    # test_paper_configs.py; here images are resized to 128x128 (CPU time).
     runner, scores, _ = train_and_validate(
         CONFIG, tiny_digits, tmp_path,
         [NO_DOWNLOAD, 'train_dataloader.batch_size=1', 'train_dataloader.dataset.indices=2',

@@ -1,13 +1,13 @@
 """Every paper config (T size) end to end on stand-ins of its data in the real
-layout (COCO 2017, ADEChallengeData2016, ImageNet with meta/*.txt): 2 training
-iterations, then validation by the config's own evaluator, all through
+layout (COCO 2017, ADEChallengeData2016, ImageNet with meta/*.txt): one training
+iteration (UPerNet: 2), then validation by the config's own evaluator, all through
 ``tools/train.py --data-root``.
 
 Besides a valid metric, each run checks that the backbone got normalised
 images and that its weights moved (so a zero learning rate, a frozen backbone
-or a lost normalisation fail). Only data paths, dataset sizes (2 train / 2
-val images, the schedule cut to 2 iterations) and the backbone's
-``init_cfg`` (no download) are overridden;
+or a lost normalisation fail). Only data paths, dataset sizes (1 of the 2
+train images, 2 val images, the schedule cut to one iteration) and the
+backbone's ``init_cfg`` (no download) are overridden;
 the pipelines, models, evaluators and hooks are the configs' own. An untrained
 detector scores every box about 1/81 (Mask R-CNN's softmax) or 0.01
 (RetinaNet's prior) and keeps none at the configs' ``score_thr`` 0.05, so the
@@ -23,7 +23,10 @@ import torch
 from conftest import REPO, load_tool
 
 NO_DOWNLOAD = 'model.backbone.init_cfg=None'
-DETECTION = [NO_DOWNLOAD, 'train_dataloader.batch_size=1', 'train_cfg.max_epochs=1']
+#: one epoch of one image (the stand-ins have 2): one iteration
+ONE_IMAGE_EPOCH = ['train_dataloader.batch_size=1', 'train_dataloader.dataset.indices=1',
+                   'train_cfg.max_epochs=1']
+DETECTION = [NO_DOWNLOAD, *ONE_IMAGE_EPOCH]
 COCO_METRICS = ['coco/bbox_mAP', 'coco/segm_mAP']
 #: config, stand-in, extra --cfg-options, metric keys the evaluator must give
 RUNS = {
@@ -37,10 +40,13 @@ RUNS = {
     'upernet-160k': ('configs/mmseg/lightvit-t-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
                      'ade', [NO_DOWNLOAD, 'train_cfg.max_iters=2', 'train_cfg.val_interval=2'],
                      ['mIoU']),
-    'imagenet': ('configs/mmpretrain/lightvit-tiny_8xb128_in1k.py', 'imagenet',
-                 ['train_dataloader.batch_size=1', 'train_cfg.max_epochs=1'],
+    'imagenet': ('configs/mmpretrain/lightvit-tiny_8xb128_in1k.py', 'imagenet', ONE_IMAGE_EPOCH,
                  ['accuracy/top1', 'accuracy/top5']),
 }
+#: training iterations of each run (1 unless named): after one step of the
+#: UPerNet config's warm-up, 55 of its 387 backbone parameters (the norms'
+#: weights, at 1.0) had not moved in float32 (measured, 2026-12-02)
+ITERATIONS = {'upernet-160k': 2}
 
 
 def train_and_validate(config, data_root, work_dir, options):
@@ -83,12 +89,13 @@ def train_and_validate(config, data_root, work_dir, options):
 def test_paper_config_trains_and_evaluates(name, standins, tmp_path):
     config, standin, options, metrics = RUNS[name]
     runner, scores, seen = train_and_validate(config, standins[standin], tmp_path, options)
-    assert runner.iter == 2
+    iterations = ITERATIONS.get(name, 1)
+    assert runner.iter == iterations
     for key in metrics:
         assert 0 <= scores[key] <= 100, (key, scores)
     # The backbone got normalised images (ImageNet mean/std: |x| <= 2.7, where
     # unnormalised pixels reach 255) ...
-    assert len(seen['inputs']) == 2
+    assert len(seen['inputs']) == iterations
     for x in seen['inputs']:
         assert x.dim() == 4 and x.shape[1] == 3
         assert 0.3 < float(x.std()) and float(x.abs().max()) < 3, (x.std(), x.abs().max())

@@ -3,47 +3,33 @@
 in ``tools/train.py``)."""
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import DIGITS_CONFIG, REPO, read_scalars, tiny_digits_options
+from conftest import DIST_ITERS, REPO, free_port, read_scalars
 from mmengine.config import Config
 
 from lightvit_mm.launch.distributed import setup_distributed
 
-MAX_ITERS = 2
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='tests the no-GPU path (gloo)')
-def test_dist_train_two_processes_on_cpu(tiny_digits, tmp_path):
-    work_dir = tmp_path / 'work'
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()))
-    run = subprocess.run(
-        ['bash', osp.join(REPO, 'tools/dist_train.sh'), DIGITS_CONFIG, '2',
-         '--work-dir', str(work_dir), '--cfg-options',
-         *tiny_digits_options(tiny_digits, max_iters=MAX_ITERS)],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output[-5000:]
+def test_dist_train_two_processes_on_cpu(digits_dist_run):
+    """The session's run of ``tools/dist_train.sh`` with 2 processes
+    (conftest.digits_dist_run, also the reference of test_multinode)."""
+    work_dir, output = digits_dist_run['work_dir'], digits_dist_run['output']
+    assert digits_dist_run['code'] == 0, output[-5000:]
     # Two ranks took part, over gloo ...
     assert 'Distributed training: True' in output
     assert 'GPU number: 2' in output  # mmengine's name for the world size
     assert "dist_cfg=dict(backend='gloo')" in output
     # ... only rank 0 logged the training lines and wrote files.
     train_lines = [line for line in output.splitlines() if 'Iter(train)' in line]
-    assert len(train_lines) == MAX_ITERS, '\n'.join(train_lines)
-    assert [r['iter'] for r in read_scalars(work_dir)] == list(range(1, MAX_ITERS + 1))
-    assert sorted(p.name for p in work_dir.glob('*.pth')) == [f'iter_{MAX_ITERS}.pth']
-    assert (work_dir / 'last_checkpoint').read_text().strip().endswith(f'iter_{MAX_ITERS}.pth')
+    assert len(train_lines) == DIST_ITERS, '\n'.join(train_lines)
+    assert [r['iter'] for r in read_scalars(work_dir)] == list(range(1, DIST_ITERS + 1))
+    assert sorted(p.name for p in work_dir.glob('*.pth')) == [f'iter_{DIST_ITERS}.pth']
+    assert (work_dir / 'last_checkpoint').read_text().strip().endswith(f'iter_{DIST_ITERS}.pth')
 
 
 def test_setup_distributed_without_gpu(monkeypatch):
@@ -80,7 +66,7 @@ def test_upernet_paper_config_two_cpu_processes_train_and_test(standins, tmp_pat
     """The UPerNet paper config (SyncBN in its heads) trains 2 iterations and
     tests with 2 CPU processes: SyncBN is reverted to BN, with a log line.
 
-    Its pipeline at full size runs in test_paper_pipelines.py; here the
+    Its pipeline at full size runs in test_paper_configs.py; here the
     inputs are 128x128 (crop, padding, test resize) to keep the two
     processes' CPU time low. Batch 2 per process, as in the config: the
     pyramid pooling's 1x1 BN needs more than one image per process."""
