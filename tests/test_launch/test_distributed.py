@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import DIST_ITERS, REPO, free_port, read_scalars
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 
 from lightvit_mm.launch.distributed import setup_distributed
 
@@ -38,6 +39,9 @@ def test_setup_distributed_without_gpu(monkeypatch):
     assert setup_distributed(cfg) == 'none'
     assert cfg.env_cfg.dist_cfg.backend == 'nccl' and 'model_wrapper_cfg' not in cfg
     # pytorch launcher (process group already there): the config is fixed.
+    # The logger that setup_distributed prints to exists before the process
+    # group is faked (a new MMLogger would ask the missing group for its rank).
+    MMLogger.get_current_instance()
     monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
     cfg = Config(dict(launcher='pytorch', sync_bn='torch',
                       env_cfg=dict(dist_cfg=dict(backend='nccl', timeout=60))))
