@@ -33,6 +33,19 @@ ZEN2 = CpuCapabilities('AMD EPYC', ('avx2', 'fma'), 'AVX2',
 CLS_SIZE = 32
 
 
+def _small_backbone():
+    """A 3-stage LightViT of random weights (seed 0), a (2, 3, 64, 64) input
+    and its eager fp32 stage outputs."""
+    from lightvit_mm import LightViT
+    torch.manual_seed(0)
+    model = LightViT(arch=dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[1, 2, 4],
+                               mlp_ratios=[2, 2, 2], num_tokens=4)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+    return model, x, expected
+
+
 def test_parse_cpuinfo_keeps_the_relevant_flags():
     text = ('processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: fpu sse avx2 fma avx512f '
             'avx512_bf16 amx_tile amx_bf16 amx_int8 avx512_vnni\n\nprocessor\t: 1\n'
@@ -233,7 +246,6 @@ def test_benchmark_rows_compute_the_same(monkeypatch):
     """The deploy table's low-precision rows (precision_bench) run and give
     what fp32 gives, within bf16's and int8's rounding; their names say what
     runs where the CPU lacks bf16 units (mocked)."""
-    from lightvit_mm import LightViT
     from lightvit_mm.deploy import precision_bench
     monkeypatch.setattr(precision_bench, 'cpu_capabilities', lambda: ZEN2)
     gemms = precision_bench.gemm_rows(size=16)
@@ -244,12 +256,7 @@ def test_benchmark_rows_compute_the_same(monkeypatch):
     assert float((bf16.float() - fp32).norm() / fp32.norm()) < 1e-2
     assert gemms['int8 GEMM (torch._int_mm)'][0]().dtype == torch.int32
 
-    torch.manual_seed(0)
-    model = LightViT(arch=dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[1, 2, 4],
-                               mlp_ratios=[2, 2, 2], num_tokens=4)).eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        expected = model(x)
+    model, x, expected = _small_backbone()
     rows = precision_bench.pytorch_rows(model, x, compile=False)
     assert list(rows) == ['PyTorch eager bf16 autocast (no bf16 units: emulated)']
     outs = rows['PyTorch eager bf16 autocast (no bf16 units: emulated)']()
@@ -266,16 +273,10 @@ def test_runtime_rows_run_near_fp32(monkeypatch, tmp_path):
     ONNX graph run and stay near eager fp32 (int8 calibrated on the input)."""
     import numpy as np
 
-    from lightvit_mm import LightViT
     from lightvit_mm.deploy import precision_bench
     monkeypatch.setattr(precision_bench, 'cpu_capabilities', lambda: ZEN2)
     monkeypatch.setattr(precision_module, 'cpu_capabilities', lambda: ZEN2)
-    torch.manual_seed(0)
-    model = LightViT(arch=dict(embed_dims=[16, 32, 64], depths=[1, 1, 1], num_heads=[1, 2, 4],
-                               mlp_ratios=[2, 2, 2], num_tokens=4)).eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        expected = model(x)
+    model, x, expected = _small_backbone()
     path = str(tmp_path / 'backbone.onnx')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
