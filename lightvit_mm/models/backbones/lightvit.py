@@ -16,8 +16,14 @@ from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..utils.window_attention import WindowAttentionWithBias, relative_position_index
-from .lightvit_weights import load_lightvit_weights, tile_global_tokens_pre_hook
+from lightvit_mm.models.backbones.lightvit_weights import (
+    load_lightvit_weights,
+    tile_global_tokens_pre_hook,
+)
+from lightvit_mm.models.utils.window_attention import (
+    WindowAttentionWithBias,
+    relative_position_index,
+)
 
 
 class ConvStem(BaseModule):
