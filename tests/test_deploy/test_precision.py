@@ -243,12 +243,12 @@ def test_int8_export_is_quantized_and_runs(backend, quantized_op, tiny_cls_root,
 
 
 def test_benchmark_rows_compute_the_same(monkeypatch):
-    """The deploy table's low-precision rows (precision_bench) run and give
+    """The deploy table's low-precision rows (speed_rows) run and give
     what fp32 gives, within bf16's and int8's rounding; their names say what
     runs where the CPU lacks bf16 units (mocked)."""
-    from lightvit_mm.deploy import precision_bench
-    monkeypatch.setattr(precision_bench, 'cpu_capabilities', lambda: ZEN2)
-    gemms = precision_bench.gemm_rows(size=16)
+    from lightvit_mm.deploy import speed_rows
+    monkeypatch.setattr(speed_rows, 'cpu_capabilities', lambda: ZEN2)
+    gemms = speed_rows.gemm_rows(size=16)
     assert list(gemms) == ['fp32 GEMM', 'bf16 GEMM (no bf16 units: emulated)',
                            'int8 GEMM (torch._int_mm)']
     assert all(flop == 2 * 16**3 for _, flop in gemms.values())
@@ -257,7 +257,7 @@ def test_benchmark_rows_compute_the_same(monkeypatch):
     assert gemms['int8 GEMM (torch._int_mm)'][0]().dtype == torch.int32
 
     model, x, expected = _small_backbone()
-    rows = precision_bench.pytorch_rows(model, x, compile=False)
+    rows = speed_rows.pytorch_rows(model, x, compile=False)
     assert list(rows) == ['PyTorch eager bf16 autocast (no bf16 units: emulated)']
     outs = rows['PyTorch eager bf16 autocast (no bf16 units: emulated)']()
     assert torch.bfloat16 in {o.dtype for o in outs}  # autocast ran
@@ -273,15 +273,15 @@ def test_runtime_rows_run_near_fp32(monkeypatch, tmp_path):
     ONNX graph run and stay near eager fp32 (int8 calibrated on the input)."""
     import numpy as np
 
-    from lightvit_mm.deploy import precision_bench
-    monkeypatch.setattr(precision_bench, 'cpu_capabilities', lambda: ZEN2)
+    from lightvit_mm.deploy import speed_rows
+    monkeypatch.setattr(speed_rows, 'cpu_capabilities', lambda: ZEN2)
     monkeypatch.setattr(precision_module, 'cpu_capabilities', lambda: ZEN2)
     model, x, expected = _small_backbone()
     path = str(tmp_path / 'backbone.onnx')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         torch.onnx.export(model, (x, ), path, dynamo=False, opset_version=18)
-        rows = precision_bench.runtime_rows(path, x, str(tmp_path))
+        rows = speed_rows.runtime_rows(path, x, str(tmp_path))
     assert list(rows) == ['OpenVINO bf16 (no bf16 units: runs f32)', 'OpenVINO int8 (NNCF)',
                           'ONNX Runtime int8 (quantize_static)']
     for name, run in rows.items():
