@@ -169,6 +169,54 @@ def reference_builders(official: Optional[str], refs: List[str]) -> Dict[str, Ca
     return builders
 
 
+def official_classifier_builder(official_classification: str) -> Callable:
+    """A builder of the official LightViT classifier with our weights: the
+    ``LightViT`` of ``lib/models/lightvit.py`` in a clone of
+    https://github.com/hunto/image_classification_sota (the code the paper's
+    ImageNet models were trained with; imported with stand-ins for its timm
+    imports), as a function of our mmpretrain ``ImageClassifier`` (LightViT,
+    LightViTClsNeck, LinearClsHead) that returns the official model of the
+    same architecture with its weights (a strict ``load_state_dict`` of ours
+    renamed back to the official layout: ``backbone.*`` -> ``*``,
+    ``neck.norm.*`` -> ``norm.*``, ``neck.proj.*`` -> ``neck.*``,
+    ``head.fc.*`` -> ``head.*``).
+
+    Raises:
+        FileNotFoundError: the folder has no ``lib/models/lightvit.py``.
+    """
+    path = osp.join(official_classification, 'lib', 'models', 'lightvit.py')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{official_classification!r} has no lib/models/lightvit.py; '
+                                'pass a clone of github.com/hunto/image_classification_sota')
+    from mmcv.cnn.bricks import DropPath
+    layers = types.ModuleType('timm.models.layers')
+    layers.DropPath, layers.trunc_normal_ = DropPath, nn.init.trunc_normal_
+    layers.lecun_normal_ = nn.init.kaiming_normal_  # only its jax init uses it
+    registry = types.ModuleType('timm.models.registry')
+    registry.register_model = lambda fn: fn
+    with _modules_replaced({'timm': types.ModuleType('timm'),
+                            'timm.models': types.ModuleType('timm.models'),
+                            'timm.models.layers': layers, 'timm.models.registry': registry}):
+        module = _import_file(path, 'official_lightvit_classifier')
+    renames = (('backbone.', ''), ('neck.norm.', 'norm.'), ('neck.proj.', 'neck.'),
+               ('head.fc.', 'head.'))
+
+    def build(ours: nn.Module) -> nn.Module:
+        arch = ours.backbone.arch_settings
+        model = module.LightViT(
+            patch_size=8, num_classes=ours.head.num_classes, embed_dims=arch['embed_dims'],
+            num_layers=arch['depths'], num_heads=arch['num_heads'],
+            mlp_ratios=arch['mlp_ratios'], num_tokens=arch['num_tokens'],
+            neck_dim=ours.head.in_channels)
+        state = {}
+        for key, value in ours.state_dict().items():
+            old, new = next((o, n) for o, n in renames if key.startswith(o))
+            state[new + key[len(old):]] = value
+        model.load_state_dict(state)
+        return model.eval()
+    return build
+
+
 def flat_outputs(out) -> List[torch.Tensor]:
     """The tensors of a model's output (a tensor, or nested tuples/lists of them), in order."""
     if isinstance(out, torch.Tensor):

@@ -173,7 +173,8 @@ def _normalisation(model_cfg: dict) -> dict:
 
 def export_model(cfg: Config, checkpoint: Optional[str], backend: str, work_dir: str,
                  shape: Optional[Tuple[int, int]] = None, num_images: int = 4,
-                 precision: str = 'fp32', calib_images: int = CALIB_IMAGES) -> dict:
+                 precision: str = 'fp32', calib_images: int = CALIB_IMAGES,
+                 batches: Optional[List[dict]] = None) -> dict:
     """Export the model of ``cfg`` with ``checkpoint`` into ``work_dir``.
 
     Args:
@@ -194,6 +195,11 @@ def export_model(cfg: Config, checkpoint: Optional[str], backend: str, work_dir:
             :mod:`lightvit_mm.deploy.precision`. Defaults to 'fp32'.
         calib_images (int): Training images the int8 quantization is
             calibrated on. Defaults to :data:`~lightvit_mm.deploy.quantize.CALIB_IMAGES`.
+        batches (list[dict], optional): Batches (as the test dataloader
+            yields them) to export and check with instead of the test
+            images; the class names then come from the dataset class's
+            ``METAINFO``, so no dataset file is read (the benchmark's
+            synthetic images). fp32 and bf16 only. Defaults to None.
 
     Returns:
         dict: The manifest, plus under ``'_calls'`` the recorded graph
@@ -201,15 +207,20 @@ def export_model(cfg: Config, checkpoint: Optional[str], backend: str, work_dir:
 
     Raises:
         NotImplementedError: a model kind that is not exported.
-        ValueError: unknown backend or precision, bf16 for ONNX Runtime.
+        ValueError: unknown backend or precision, bf16 for ONNX Runtime,
+            int8 with ``batches`` (calibration reads the training set).
     """
     if backend not in ('onnxruntime', 'openvino'):
         raise ValueError(f'unknown backend {backend!r}; expected onnxruntime or openvino')
     check_precision(precision, backend)
+    if batches is not None and precision == 'int8':
+        raise ValueError('int8 is calibrated on the training set of the config; it cannot be '
+                         'exported from given batches')
     model = build_model(cfg, checkpoint)
     task = task_of(model)
     specs = graph_specs(model)
-    batches = test_batches(cfg, num_images)
+    from_dataset = batches is None
+    batches = test_batches(cfg, num_images) if from_dataset else batches
     if shape is None:
         shape = tuple(model.data_preprocessor(copy.deepcopy(batches[0]),
                                               False)['inputs'].shape[2:])
@@ -255,7 +266,7 @@ def export_model(cfg: Config, checkpoint: Optional[str], backend: str, work_dir:
     if cfg.get('data_preprocessor') is not None:
         model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
     model_data = to_data(model_cfg)
-    dataset_meta = to_data(_dataset_meta(cfg))
+    dataset_meta = to_data(_dataset_meta(cfg, from_dataset))
     manifest = {
         'format': FORMAT, 'format_version': FORMAT_VERSION, 'task': task, 'backend': backend,
         'scope': TASKS[task], 'input': policy, 'normalisation': _normalisation(model_data),
@@ -272,14 +283,18 @@ def export_model(cfg: Config, checkpoint: Optional[str], backend: str, work_dir:
     return dict(manifest, _calls=calls, _model=model, _specs=specs)
 
 
-def _dataset_meta(cfg: Config) -> dict:
+def _dataset_meta(cfg: Config, from_dataset: bool = True) -> dict:
     """``classes`` (and ``palette``) of the config's test dataset, built as the
-    dataloader builds it."""
+    dataloader builds it, or with ``from_dataset=False`` its class's
+    ``METAINFO`` updated by the config's ``metainfo`` (no file read)."""
     from mmengine.registry import DATASETS
     dataset_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        dataset = DATASETS.build(dataset_cfg)
-    meta = dataset.metainfo
+        if from_dataset:
+            meta = DATASETS.build(dataset_cfg).metainfo
+        else:  # the class's METAINFO as the config's metainfo overrides it
+            meta = dict(getattr(DATASETS.get(dataset_cfg['type']), 'METAINFO', {}))
+            meta.update(dataset_cfg.get('metainfo') or {})
     return {k: meta[k] for k in ('classes', 'palette') if k in meta}
 
 

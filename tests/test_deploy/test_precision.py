@@ -251,15 +251,16 @@ def test_benchmark_rows_compute_the_same(monkeypatch):
     gemms = speed_rows.gemm_rows(size=16)
     assert list(gemms) == ['fp32 GEMM', 'bf16 GEMM (no bf16 units: emulated)',
                            'int8 GEMM (torch._int_mm)']
-    assert all(flop == 2 * 16**3 for _, flop in gemms.values())
-    fp32, bf16 = gemms['fp32 GEMM'][0](), gemms['bf16 GEMM (no bf16 units: emulated)'][0]()
+    assert all(row.flop == 2 * 16**3 for row in gemms.values())
+    assert [row.precision for row in gemms.values()] == ['fp32', 'bf16', 'int8']
+    fp32, bf16 = gemms['fp32 GEMM'].call(), gemms['bf16 GEMM (no bf16 units: emulated)'].call()
     assert float((bf16.float() - fp32).norm() / fp32.norm()) < 1e-2
-    assert gemms['int8 GEMM (torch._int_mm)'][0]().dtype == torch.int32
+    assert gemms['int8 GEMM (torch._int_mm)'].call().dtype == torch.int32
 
     model, x, expected = _small_backbone()
     rows = speed_rows.pytorch_rows(model, x, compile=False)
     assert list(rows) == ['PyTorch eager bf16 autocast (no bf16 units: emulated)']
-    outs = rows['PyTorch eager bf16 autocast (no bf16 units: emulated)']()
+    outs = rows['PyTorch eager bf16 autocast (no bf16 units: emulated)'].call()
     assert torch.bfloat16 in {o.dtype for o in outs}  # autocast ran
     for got, ref in zip(outs, expected):
         assert got.shape == ref.shape
@@ -269,8 +270,10 @@ def test_benchmark_rows_compute_the_same(monkeypatch):
 @pytest.mark.skipif(not (HAS_OPENVINO and HAS_NNCF and HAS_ORT),
                     reason='openvino, nncf or onnxruntime not installed')
 def test_runtime_rows_run_near_fp32(monkeypatch, tmp_path):
-    """OpenVINO bf16 / int8 and ONNX Runtime int8 rows of a small backbone's
-    ONNX graph run and stay near eager fp32 (int8 calibrated on the input)."""
+    """The fp32 rows of a small backbone's ONNX graph in both runtimes equal
+    eager fp32; OpenVINO bf16 / int8 and ONNX Runtime int8 rows run and stay
+    near it (int8 calibrated on the input); each row says what precision it
+    runs in (bf16 falls back to fp32 without bf16 units, mocked)."""
     import numpy as np
 
     from lightvit_mm.deploy import speed_rows
@@ -280,14 +283,53 @@ def test_runtime_rows_run_near_fp32(monkeypatch, tmp_path):
     path = str(tmp_path / 'backbone.onnx')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        torch.onnx.export(model, (x, ), path, dynamo=False, opset_version=18)
+        speed_rows.export_static_onnx(model, x, path)
         rows = speed_rows.runtime_rows(path, x, str(tmp_path))
-    assert list(rows) == ['OpenVINO bf16 (no bf16 units: runs f32)', 'OpenVINO int8 (NNCF)',
+    assert list(rows) == ['ONNX Runtime fp32', 'OpenVINO fp32',
+                          'OpenVINO bf16 (no bf16 units: runs f32)', 'OpenVINO int8 (NNCF)',
                           'ONNX Runtime int8 (quantize_static)']
-    for name, run in rows.items():
-        outs = run()
+    assert [row.precision for row in rows.values()] == ['fp32', 'fp32', 'fp32', 'int8', 'int8']
+    for name, row in rows.items():
+        outs = row.call()
         errors = [float(np.linalg.norm(o - e.numpy()) / e.norm()) for o, e in zip(outs, expected)]
         # bf16 runs f32 here (mocked: no bf16 units); int8 measured 0.004-0.01 / 0.10-0.15 /
         # 0.21-0.25 relative L2 on the three stages (random weights, calibrated on x itself)
-        limit = 1e-4 if 'bf16' in name else 0.4
+        limit = 1e-4 if row.precision == 'fp32' else 0.4
         assert len(outs) == 3 and max(errors) < limit, (name, errors)
+
+
+@pytest.mark.skipif(not HAS_ORT, reason='onnxruntime not installed')
+def test_whole_model_rows_predict_alike_and_say_where_time_goes(tmp_path):
+    """The deploy table's whole-model rows: the digits Mask R-CNN (random
+    weights, every box kept) on one synthetic image as PyTorch eager and as a
+    deployed ONNX Runtime folder gives the same detections and masks, and
+    time_parts splits each into its parts (PyTorch modules / graphs) and the
+    rest."""
+    from conftest import DIGITS_CONFIG
+    from mmengine.config import Config
+
+    from lightvit_mm.deploy import speed_rows
+    cfg = Config.fromfile(DIGITS_CONFIG)
+    cfg.merge_from_dict({'model.test_cfg.rcnn.score_thr': 0.0})
+    rows, models = speed_rows.whole_model_rows(cfg, (64, 96), str(tmp_path),
+                                               backends=('onnxruntime', ), bf16=False)
+    assert list(rows) == ['PyTorch eager fp32', 'ONNX Runtime fp32']
+    assert [row.precision for row in rows.values()] == ['fp32', 'fp32']
+    (eager, ), (deployed, ) = (row.call() for row in rows.values())
+    ours, theirs = eager.pred_instances, deployed.pred_instances
+    assert len(ours) > 0 and len(ours) == len(theirs)
+    assert torch.equal(ours.labels, theirs.labels)
+    torch.testing.assert_close(theirs.bboxes, ours.bboxes, atol=1e-2, rtol=1e-3)
+    assert (theirs.masks != ours.masks).float().mean() < 1e-3
+    parts = speed_rows.time_parts(rows['PyTorch eager fp32'].call, models['PyTorch eager fp32'],
+                                  repeats=1)
+    assert set(parts) == {'backbone', 'neck', 'rpn_head', 'roi_head.bbox_head',
+                          'roi_head.mask_head', 'rest', 'total'}
+    graphs = speed_rows.time_parts(rows['ONNX Runtime fp32'].call, models['ONNX Runtime fp32'],
+                                   repeats=1)
+    assert set(graphs) == {'extract_feat', 'rpn_head', 'roi_head.bbox_head',
+                           'roi_head.mask_head', 'rest', 'total'}
+    for times in (parts, graphs):
+        assert all(t >= 0 for t in times.values())
+        assert abs(sum(v for k, v in times.items() if k != 'total') - times['total']) < 1e-6
+    assert 'run_graph' not in models['ONNX Runtime fp32'].__dict__  # the timer is removed

@@ -3,8 +3,9 @@
 - ``tools/analysis/benchmark.py`` builds its rows (deploy mode among them),
   checks a git-ref copy of the backbone against ours (outputs and
   gradients), prints the tables with GFLOP/s and the percentage of the GEMM
-  peak for LightViT rows, and its activation column shows ``with_cp`` keeping
-  less for backward.
+  peak of each row's precision for LightViT rows, and its activation column
+  shows ``with_cp`` keeping less for backward. (Its deploy table's rows:
+  tests/test_deploy/test_precision.py.)
 - :class:`CompileModuleHook` compiles the backbone in place, and a compiled
   training step (one graph) gives the eager gradients.
 - ``torch.compile`` traces the backbone in one graph (no graph breaks), for
@@ -64,11 +65,34 @@ def test_each_group_of_rows_is_divided_by_its_own_official_row():
         rows += [base, reference]
     peak = benchmark.GemmPeak(args, size=8)
     peak.times['infer'] = [1.0]
-    lines = table_cells(benchmark.table(rows, args, peak))
+    lines = table_cells(benchmark.table(rows, args, {'fp32': peak}))
     column = lines[0].index('speed-up over official infer')
     assert {cells[0].lstrip('| '): cells[column] for cells in lines[1:]} == {
         'A': '2.00x', f'A {OFFICIAL}': '1.00x',
         'B': '4.00x', f'B {OFFICIAL}': '1.00x'}
+
+
+def test_each_row_is_given_its_share_of_its_own_precisions_peak():
+    # The deploy table's bf16 and int8 rows are compared with the bf16 and
+    # int8 GEMM peaks, fp32 rows with the fp32 one.
+    from types import SimpleNamespace
+
+    from lightvit_mm.deploy.speed_rows import Row
+    args = SimpleNamespace(device=torch.device('cpu'), amp='fp32')
+    flop = 1e9  # per image
+    rows = [benchmark.CallBench(f'row {p}', Row(lambda: None, p), 1, args, flop=flop)
+            for p in ('fp32', 'bf16', 'int8')]
+    peaks = {p: benchmark.CallBench(f'{p} GEMM', Row(lambda: None, p, 1e9), 1, args)
+             for p in ('fp32', 'bf16', 'int8')}
+    for bench, seconds in zip(rows, (1.0, 1.0, 1.0)):
+        bench.times['infer'] = [seconds]  # 1 GFLOP/s each
+    for bench, seconds in zip(peaks.values(), (0.5, 0.25, 0.1)):
+        bench.times['infer'] = [seconds]  # peaks 2, 4 and 10 GFLOP/s
+    lines = table_cells(benchmark.table(rows, args, peaks))
+    column = lines[0].index('% of GEMM peak infer')
+    assert {cells[0].lstrip('| '): cells[column] for cells in lines[1:]} == {
+        'row fp32': '50%', 'row bf16': '25%', 'row int8': '10%'}
+    assert lines[1][1] == '-'  # a row without a module has no parameter count
 
 
 def test_reference_outputs_are_compared_without_tf32():

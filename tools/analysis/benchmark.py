@@ -33,6 +33,22 @@ products, x images/s; x3 for a training step). Printed as Markdown tables:
 3. Dense prediction: the Mask R-CNN backbone + neck at 800x1333 and UPerNet
    (backbone + decode head) at 512x512, LightViT-T, inference on one image,
    training step on two (UPerNet's pooling module has BatchNorm).
+4. ``--tables deploy`` (CPU; not in the default set): the same weights as
+   PyTorch eager fp32, compiled (deploy mode, inductor freezing), bf16
+   autocast eager and compiled, and exported to ONNX (static shape) in ONNX
+   Runtime fp32 / int8 and OpenVINO fp32 / bf16 / int8
+   (:mod:`lightvit_mm.deploy.speed_rows`), for LightViT-T's backbone at
+   224x224 batch 8 and 512x512 batch 1 (with ``--official`` the official
+   code's row) and the whole classifier at 224x224 batch 8 (with
+   ``--official-classification`` the official classifier's row), each row's
+   agreement with eager fp32 printed under its table; then the whole
+   Mask R-CNN (one 800x1333 image) and UPerNet (512x2048, whole) of the paper
+   configs, random weights (Mask R-CNN keeps every box: score threshold 0),
+   as PyTorch eager and deployed folders, with where each one's time goes.
+   int8 rows are calibrated on the timed input itself (speed only; accuracy:
+   ``tools/deployment/export.py --precision int8``). The GEMM peaks of fp32,
+   bf16 and int8 are timed in the same rounds, and each row's share is of
+   its own precision's peak.
 
 Reference implementations of LightViT-T, built with the same weights (their
 outputs, and in training tables one step's gradients within 1e-4 relative,
@@ -50,6 +66,8 @@ Examples:
     python tools/analysis/benchmark.py --quick                 # CPU, < 10 min on 2 cores
     python tools/analysis/benchmark.py --official ../LightViT --ref HEAD~3
     python tools/analysis/benchmark.py --device cuda --amp bf16 --compile
+    python tools/analysis/benchmark.py --tables deploy --official ../LightViT \
+        --official-classification ../image_classification_sota
     python tools/analysis/benchmark.py --device cuda --amp fp16 --tables lightvit \
         --single-image 0 --compile default reduce-overhead --compile-train --cuda-graph
 """
@@ -76,6 +94,7 @@ from lightvit_mm.analysis.official_reference import (
     check_same_gradients,
     check_same_outputs,
     flat_outputs,
+    official_classifier_builder,
     reference_builders,
 )
 
@@ -157,6 +176,7 @@ class Bench:
         # rows of one group are divided by the group's official-code row, if any
         self.group = id(self.base) if group is None else group
         self.device, self.amp = args.device, args.amp
+        self.precision = args.amp  # the GEMM peak its share is given against
         self.infer, self.train = infer, train
         self.params = sum(p.numel() for p in model.parameters())
         self.times: Dict[str, List[float]] = {'infer': [], 'train': []}
@@ -302,6 +322,7 @@ class GemmPeak(Bench):
     def __init__(self, args, size: int = 2048):
         self.name, self.size, self.device = f'fp32 GEMM {size}x{size}', size, args.device
         self.infer = self.train = True
+        self.precision = 'fp32'
         self.a, self.b, self.c = (torch.randn(size, size, device=args.device) for _ in range(3))
         self.times = {'infer': [], 'train': []}
         self.first, self.errors = {}, {}
@@ -311,6 +332,37 @@ class GemmPeak(Bench):
 
     def gflops(self, mode: str) -> float:
         return 2 * self.size**3 / statistics.median(self.times[mode]) / 1e9
+
+
+class CallBench(Bench):
+    """A row that times a :class:`~lightvit_mm.deploy.speed_rows.Row`'s call
+    (a runtime graph, a deployed model, a compiled function, a GEMM):
+    inference only, ``images`` per call. A row with ``row.flop`` is a peak:
+    its GFLOP/s are ``row.flop`` per call; the others are given ``flop`` per
+    image like the model rows."""
+
+    def __init__(self, name: str, row, images: int, args, base: Optional[Bench] = None,
+                 flop: Optional[float] = None, group=None):
+        self.name, self.call, self.images = name, row.call, images
+        self.precision, self.peak_flop = row.precision, row.flop
+        self.flop = flop
+        self.base = base or self
+        self.group = id(self.base) if group is None else group
+        self.device, self.amp = torch.device('cpu'), args.amp
+        self.infer, self.train, self.params = True, False, None
+        self.times = {'infer': [], 'train': []}
+        self.first, self.errors = {}, {}
+
+    def run(self, mode: str):
+        self.call()
+
+    def throughput(self, mode: str) -> float:
+        return self.images / statistics.median(self.times[mode])
+
+    def gflops(self, mode: str) -> Optional[float]:
+        if self.peak_flop is not None:
+            return self.peak_flop / statistics.median(self.times[mode]) / 1e9
+        return super().gflops(mode)
 
 
 def measure(benches: List[Bench], args):
@@ -347,10 +399,12 @@ def _measured(cell: Callable[[], str]) -> str:
         return f'failed ({type(error).__name__})'
 
 
-def table(benches: List[Bench], args, peak: GemmPeak) -> str:
+def table(benches: List[Bench], args, peaks: Dict[str, Bench]) -> str:
     """Markdown table of the timed rows. Where a group of rows (those sharing
     a ``base`` row) has an official-code row, every row of the group also gets
-    its speed divided by that row's."""
+    its speed divided by that row's. ``peaks``: precision -> its GEMM row;
+    each row's share is of the peak of its ``precision`` (fp32's where that
+    precision has none)."""
     officials = {b.group: b for b in benches if OFFICIAL in b.name}
     modes = [m for m in ('infer', 'train') if any(getattr(b, m) for b in benches)]
     cols = ['model', 'params (M)'] + [f'{m} (img/s)' for m in modes]
@@ -368,7 +422,8 @@ def table(benches: List[Bench], args, peak: GemmPeak) -> str:
     def per_mode(b, fn):
         return ' / '.join(fn(b, m) if getattr(b, m) else '-' for m in modes)
     for b in benches:
-        row = [b.name, f'{b.params / 1e6:.2f}']
+        peak = peaks.get(b.precision, peaks['fp32'])
+        row = [b.name, f'{b.params / 1e6:.2f}' if b.params is not None else '-']
         row += [f'{b.throughput(m):.3g}' if getattr(b, m) else '-' for m in modes]
         row.append(per_mode(b, lambda b, m: f'{b.base.throughput(m) / b.throughput(m):.2f}x'
                             if getattr(b.base, m) else '-'))
@@ -385,9 +440,11 @@ def table(benches: List[Bench], args, peak: GemmPeak) -> str:
         if args.device.type == 'cuda':
             row.append(per_mode(b, lambda b, m: _measured(lambda: f'{b.peak_mb(m):.0f}')))
         lines.append('| ' + ' | '.join(row) + ' |')
-    lines.append('\n' + ', '.join(
-        f'{m}: {peak.gflops(m):.0f} GFLOP/s (spread {peak.spread(m):.0f}%)' for m in modes)
-        + f' = {peak.name} peak measured in the same rounds')
+    for peak in peaks.values():
+        lines.append(('\n' if peak is next(iter(peaks.values())) else '') + ', '.join(
+            f'{m}: {peak.gflops(m):.0f} G(FL)OP/s (spread {peak.spread(m):.0f}%)'
+            for m in modes if getattr(peak, m))
+            + f' = {peak.name} peak ({peak.precision}) measured in the same rounds')
     for b in benches:
         for mode, error in b.errors.items():
             lines.append(f'{b.name}: {mode} FAILED ({error})')
@@ -538,13 +595,15 @@ def dense_benches(args, references) -> List[Bench]:
     return benches
 
 
-def run_table(title: str, benches: List[Bench], args):
-    """Time ``benches`` and the GEMM peak in the same interleaved rounds and
-    print their Markdown table under ``title``."""
-    peak = GemmPeak(args)
-    measure(benches + [peak], args)
+def run_table(title: str, benches: List[Bench], args,
+              peaks: Optional[Dict[str, Bench]] = None):
+    """Time ``benches`` and the GEMM peaks (fp32's, and ``peaks`` of other
+    precisions) in the same interleaved rounds and print their Markdown table
+    under ``title``."""
+    peaks = {'fp32': GemmPeak(args), **(peaks or {})}
+    measure(benches + list(peaks.values()), args)
     print(f'\n{title}:\n')
-    print(table(benches, args, peak))
+    print(table(benches, args, peaks))
 
 
 def lightvit_tables(args, references):
@@ -580,12 +639,149 @@ def dense_tables(args, references):
               f'{BASE} of lightvit_mm over each row)', dense_benches(args, references), args)
 
 
+def _agreement(row_outputs, reference) -> str:
+    """Relative L2 and max |difference| / max |reference| of a row's outputs
+    (tensors or numpy arrays, flat or nested) against the eager fp32 ones,
+    the worst over the outputs."""
+    got = [torch.as_tensor(o).float() for o in flat_outputs(row_outputs)]
+    ref = [t.float() for t in flat_outputs(reference)]
+    rel_l2 = max(float((g - r).norm() / r.norm()) for g, r in zip(got, ref))
+    rel_max = max(float((g - r).abs().max() / r.abs().max()) for g, r in zip(got, ref))
+    return f'relative L2 {rel_l2:.1e}, max {rel_max:.1e}'
+
+
+def _deploy_rows(name: str, model: nn.Module, export: nn.Module, x: torch.Tensor, args,
+                 references, folder: str, flop: float) -> List[Bench]:
+    """The rows of one batched input: ``model`` eager fp32 (the base row),
+    ``export`` (its deploy-mode copy) compiled with inductor's freezing, the
+    ``references`` (row label -> builder from ``model``; the official code,
+    outputs checked first), PyTorch bf16, and the ONNX graph of
+    ``export`` in each runtime and precision; each row's agreement with the
+    eager outputs is kept in ``agreement``."""
+    from lightvit_mm.deploy import speed_rows
+    base = Bench(f'{name} eager fp32', model, x, args, train=False, flop=flop)
+    benches = [base]
+    if not args.no_compile:
+        benches.append(Bench(f'{name} compiled fp32 (deploy mode, freezing)',
+                             torch.compile(copy.deepcopy(export), options={'freezing': True}),
+                             x, args, train=False, base=base, flop=flop))
+    for label, build in references.items():
+        reference = build(model)
+        check_same_outputs(reference, model, x, f'{name} {label}')
+        benches.append(Bench(f'{name} {label} eager fp32', reference, x, args, train=False,
+                             base=base, flop=flop))
+    rows = speed_rows.pytorch_rows(export, x, compile=not args.no_compile)
+    onnx = speed_rows.export_static_onnx(export, x, osp.join(folder, 'graph.onnx'))
+    rows.update(speed_rows.runtime_rows(onnx, x, folder))
+    for row_name, row in rows.items():
+        benches.append(CallBench(f'{name} {row_name}', row, len(x), args, base=base, flop=flop))
+    with torch.inference_mode():
+        expected = model(x)
+    for bench in benches[1:]:
+        bench.agreement = _measured(lambda: _agreement(
+            bench.call() if isinstance(bench, CallBench) else bench.model(x), expected))
+    return benches
+
+
+def _agreement_lines(benches: List[Bench]) -> str:
+    return '\n'.join(f'- {b.name}: {b.agreement}' for b in benches if hasattr(b, 'agreement'))
+
+
+class Logits(nn.Module):
+    """An mmpretrain classifier as a module of images: ``model(x, mode='tensor')``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x, mode='tensor')
+
+
+def deploy_tables(args, references):
+    """``--tables deploy``: the same weights as PyTorch eager and compiled and in
+    ONNX Runtime and OpenVINO, in fp32, bf16 and int8 (CPU): LightViT-T's
+    backbone at 224x224 batch 8 and 512x512 batch 1, the whole classifier at
+    224x224 batch 8, and the whole Mask R-CNN (800x1333) and UPerNet
+    (512x2048, whole) on one image with where their time goes. Each table's
+    rows are timed in the same rounds as fp32, bf16 and int8 GEMM peaks."""
+    import tempfile
+
+    from mmengine.config import Config
+
+    from lightvit_mm.deploy import speed_rows
+    from lightvit_mm.deploy.rewrites import rewrite_for_export
+    if args.device.type != 'cpu':
+        raise SystemExit('--tables deploy runs on the CPU (ONNX Runtime / OpenVINO CPU)')
+    officials = {OFFICIAL: references[f'{BASE} {OFFICIAL}']} \
+        if f'{BASE} {OFFICIAL}' in references else {}
+    official_classifier = {}
+    if args.official_classification:
+        build = official_classifier_builder(args.official_classification)
+        official_classifier[OFFICIAL] = lambda logits: build(logits.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        peaks = {row.precision: CallBench(name, row, 1, args)
+                 for name, row in speed_rows.gemm_rows().items() if row.precision != 'fp32'}
+        for size, batch in ((224, 8), (512, 1)):
+            torch.manual_seed(0)
+            model = build_peer(BASE).eval()
+            export = copy.deepcopy(model)
+            export.switch_to_deploy()
+            x = torch.randn(batch, 3, size, size)
+            folder = tempfile.mkdtemp(dir=tmp)
+            benches = _deploy_rows(f'{BASE}', model, export, x, args, officials, folder,
+                                   forward_flop(model, (3, size, size)))
+            run_table(f'Deploy: {BASE} backbone, {size}x{size}, batch {batch} (last stage out)',
+                      benches, args, peaks)
+            print('\nOutputs against eager fp32:\n' + _agreement_lines(benches))
+
+        cfg = osp.join(REPO, 'configs/mmpretrain/lightvit-tiny_8xb128_in1k.py')
+        torch.manual_seed(0)
+        classifier, _ = build_from_config(cfg)
+        model = Logits(classifier.eval())
+        export = copy.deepcopy(model)
+        export.model.backbone.switch_to_deploy()
+        rewrite_for_export(export)
+        x = torch.randn(8, 3, 224, 224)
+        benches = _deploy_rows(f'{BASE} classifier', model, export, x, args, official_classifier,
+                               tempfile.mkdtemp(dir=tmp), forward_flop(model, (3, 224, 224)))
+        run_table(f'Deploy: {BASE} classifier (backbone, neck, head), 224x224, batch 8',
+                  benches, args, peaks)
+        print('\nOutputs against eager fp32:\n' + _agreement_lines(benches))
+
+        for title, config, shape, options in (
+                ('Mask R-CNN', 'configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py',
+                 (800, 1333), {'model.test_cfg.rcnn.score_thr': 0.0}),
+                ('UPerNet', 'configs/mmseg/lightvit-t-in1k-pre_upernet_8xb2-160k_ade20k-'
+                 '512x512.py', (512, 2048), {})):
+            cfg = Config.fromfile(osp.join(REPO, config))
+            cfg.merge_from_dict(options)
+            folder = tempfile.mkdtemp(dir=tmp)
+            rows, models = speed_rows.whole_model_rows(cfg, shape, folder)
+            benches = [CallBench(f'{title} {BASE} {name}', row, 1, args)
+                       for name, row in rows.items()]
+            for bench in benches[1:]:
+                bench.base, bench.group = benches[0], id(benches[0])
+            run_table(f'Deploy: whole {title}, {BASE}, one {shape[0]}x{shape[1]} image '
+                      f'(random weights; {config})', benches, args, peaks)
+            print(f'\n{title}: where the time goes (ms per image, median of 3 calls):\n')
+            parts = {name: speed_rows.time_parts(row.call, models[name])
+                     for name, row in rows.items()}
+            columns = sorted({p for v in parts.values() for p in v} - {'rest', 'total'})
+            print('| row | ' + ' | '.join(columns) + ' | rest | total |')
+            print('|' + ' --- |' * (len(columns) + 3))
+            for name, times in parts.items():
+                print(f'| {name} | ' + ' | '.join(f'{times[c]:.0f}' if c in times else '-'
+                                                  for c in columns + ['rest', 'total']) + ' |')
+
+
 #: ``--tables`` name -> function(args, references) that measures and prints
 #: those tables; printed in this order whatever the order given
 TABLES: Dict[str, Callable] = {
     'lightvit': lightvit_tables,
     'backbones': backbone_tables,
     'dense': dense_tables,
+    'deploy': deploy_tables,
 }
 
 
@@ -605,12 +801,20 @@ def parse_args(argv=None):
     parser.add_argument('--models', nargs='*', default=[n for n in ALL_MODELS
                                                          if n not in TIMM_PEERS],
                         help='backbones besides LightViT-T (default: all but the timm ones)')
-    parser.add_argument('--tables', nargs='+', choices=list(TABLES), default=list(TABLES),
+    parser.add_argument('--tables', nargs='+', choices=list(TABLES),
+                        default=[t for t in TABLES if t != 'deploy'],
                         help='lightvit: LightViT-T\'s paths (eager, deploy, compiled) and the '
                         'references at 224x224 (inference and training) and 512x512 batch 1 '
-                        '(inference); backbones: peers at 224x224; dense: Mask R-CNN and UPerNet')
+                        '(inference); backbones: peers at 224x224; dense: Mask R-CNN and UPerNet; '
+                        'deploy (CPU, not by default): PyTorch, ONNX Runtime and OpenVINO in '
+                        'fp32, bf16 and int8, backbone, classifier, whole Mask R-CNN and UPerNet')
+    parser.add_argument('--no-compile', action='store_true',
+                        help='--tables deploy: leave out the torch.compile rows')
     parser.add_argument('--official', metavar='DIR',
                         help='clone of github.com/hunto/LightViT to time its code too')
+    parser.add_argument('--official-classification', metavar='DIR',
+                        help='--tables deploy: clone of github.com/hunto/image_classification_sota '
+                        'to time the official classifier too')
     parser.add_argument('--ref', action='append', default=[], metavar='GITREF',
                         help='also time lightvit_mm\'s backbone as of this commit (repeatable)')
     parser.add_argument('--compile', nargs='*', metavar='MODE',
@@ -662,8 +866,9 @@ def main(argv=None):
     warnings.filterwarnings('ignore')
     from mmengine.logging import MMLogger
     MMLogger.get_current_instance().setLevel('ERROR')
+    from lightvit_mm.deploy.precision import cpu_capabilities
     device = (torch.cuda.get_device_name(args.device) if args.device.type == 'cuda'
-              else platform.processor() or platform.machine())
+              else f'{platform.machine()}, {cpu_capabilities().describe()}')
     print(f'device: {args.device} ({device}); torch {torch.__version__}; '
           f'{torch.get_num_threads()} CPU threads; precision {args.amp}; '
           f'median of {args.repeats} interleaved rounds after {args.warmup} warm-up, '
