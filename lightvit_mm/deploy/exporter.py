@@ -247,6 +247,8 @@ def export_model(cfg: Config, checkpoint: Optional[str], backend: str, work_dir:
         if spec.kind == 'method':  # the nesting of the method's outputs, for the runtime
             with torch.no_grad():
                 tree = structure(getattr(get_owner(model, spec.owner), spec.method)(*args))
+        elif spec.kind == 'seg_logits':  # encode_decode returns one tensor
+            tree = 0
         else:
             tree = list(range(num_out))
         if backend == 'openvino':

@@ -191,7 +191,8 @@ def whole_model_rows(cfg, shape: Tuple[int, int], work_dir: str,
     """The whole model of ``cfg`` (mmdet or mmseg; random weights, seed 0) on
     one :func:`synthetic_batch` image of ``shape`` (H, W), as PyTorch eager
     (``test_step``) and as a deployed folder per backend (``test_step`` of
-    :class:`~lightvit_mm.deploy.DeployedModel`; exported at ``shape``, fp32,
+    :class:`~lightvit_mm.deploy.DeployedModel`; exported at the size the data
+    preprocessor pads ``shape`` to, fp32,
     and with ``bf16`` OpenVINO's bf16 too), all with the same weights.
 
     Returns:
@@ -222,8 +223,8 @@ def whole_model_rows(cfg, shape: Tuple[int, int], work_dir: str,
     names = {'onnxruntime': 'ONNX Runtime', 'openvino': 'OpenVINO'}
     for backend, precision in variants:
         folder = osp.join(work_dir, f'{backend}_{precision}')
-        export_model(cfg, checkpoint, backend, folder, shape=shape, precision=precision,
-                     batches=[copy.deepcopy(batch)])
+        export_model(cfg, checkpoint, backend, folder, precision=precision,
+                     batches=[copy.deepcopy(batch)])  # at the preprocessed (padded) size
         deployed = DeployedModel(folder)
         note = _bf16_note('openvino') if precision == 'bf16' else ''
         name = f'{names[backend]} {precision}{note}'

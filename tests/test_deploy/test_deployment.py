@@ -87,6 +87,34 @@ def test_export_reproduces_pytorch(kind, task, graphs, backend, tiny_digits, tin
         assert diffs and max(diffs) <= TOLERANCE, (name, diffs)
 
 
+@pytest.mark.parametrize('kind', ['seg', 'cls'])
+def test_deployed_predictions_equal_pytorch(kind, tiny_digits, tiny_digits_cls, tmp_path):
+    """The deployed UPerNet and classifier predict what PyTorch predicts, as
+    the packages' data samples (mmseg's postprocess_result on the graph's
+    logits; the classifier's scores and labels)."""
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+    torch.manual_seed(0)
+    cfg = digits_cfg(kind, tiny_digits, tiny_digits_cls)
+    result = export_model(cfg, None, 'onnxruntime', str(tmp_path), num_images=2)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        batch = next(iter(Runner.build_dataloader(cfg.test_dataloader)))
+    deployed = DeployedModel(str(tmp_path)).test_step(copy.deepcopy(batch))
+    with torch.no_grad():
+        expected = result['_model'].test_step(copy.deepcopy(batch))
+    assert len(deployed) == len(expected) == 2
+    for got, want in zip(deployed, expected):
+        assert type(got) is type(want)
+        if kind == 'seg':
+            assert got.pred_sem_seg.data.shape == want.pred_sem_seg.data.shape
+            torch.testing.assert_close(got.seg_logits.data, want.seg_logits.data,
+                                       atol=1e-4, rtol=1e-4)
+            assert (got.pred_sem_seg.data != want.pred_sem_seg.data).float().mean() < 1e-3
+        else:
+            torch.testing.assert_close(got.pred_score, want.pred_score, atol=1e-5, rtol=1e-4)
+            assert torch.equal(got.pred_label, want.pred_label)
+
+
 def test_deployed_maskrcnn_scores_pytorch_metrics(tiny_digits, tiny_digits_cls, tmp_path):
     """test_deployed.py (Runner + CocoMetric on the deployed model) gives the
     PyTorch model's bbox and segm mAP, and its predictions are mmdet's."""
