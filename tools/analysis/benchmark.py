@@ -765,10 +765,14 @@ def deploy_tables(args, references):
                        for name, row in rows.items()]
             for bench in benches[1:]:
                 bench.base, bench.group = benches[0], id(benches[0])
+            # seconds per call: one iteration per timing, at most 1 + 3 rounds
+            whole = copy.copy(args)
+            whole.iters, whole.warmup, whole.repeats = 1, min(args.warmup, 1), min(args.repeats, 3)
             run_table(f'Deploy: whole {title}, {BASE}, one {shape[0]}x{shape[1]} image '
-                      f'(random weights; {config})', benches, args, peaks)
-            print(f'\n{title}: where the time goes (ms per image, median of 3 calls):\n')
-            parts = {name: speed_rows.time_parts(row.call, models[name])
+                      f'(random weights; {config}; median of {whole.repeats} rounds)', benches,
+                      whole, peaks)
+            print(f'\n{title}: where the time goes (ms per image, one call each):\n')
+            parts = {name: speed_rows.time_parts(row.call, models[name], repeats=1)
                      for name, row in rows.items()}
             columns = sorted({p for v in parts.values() for p in v} - {'rest', 'total'})
             print('| row | ' + ' | '.join(columns) + ' | rest | total |')
