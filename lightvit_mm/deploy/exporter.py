@@ -259,7 +259,8 @@ def export_model(cfg: Config, checkpoint: Optional[str], backend: str, work_dir:
             names = [onnx_name]
         if precision == 'int8':
             quantization[spec.name] = quantize_graph(
-                backend, [osp.join(work_dir, n) for n in names], calib[spec.name])
+                backend, [osp.join(work_dir, n) for n in names], calib[spec.name],
+                classifier=spec.kind == 'scores')
         graphs[spec.name] = dict(files=names, owner=spec.owner, method=spec.method,
                                  kind=spec.kind, dim0=spec.dim0, num_inputs=num_in,
                                  outputs=tree)

@@ -240,9 +240,9 @@ PARTS = ('backbone', 'neck', 'rpn_head', 'bbox_head', 'roi_head.bbox_head', 'roi
 
 def time_parts(call: Callable[[], object], model: nn.Module, repeats: int = 3) -> Dict[str, float]:
     """Where the time of ``call`` goes, in ms per call (median of ``repeats``
-    calls): each part of a PyTorch ``model`` (:data:`PARTS`, timed by
-    forward hooks) or each graph of a DeployedModel (its ``run_graph``), and
-    under 'rest' what lies outside them: data preprocessor, and the
+    calls): each part of a PyTorch ``model`` (:data:`PARTS`, timed around
+    its ``forward``, however it is called) or each graph of a DeployedModel
+    (its ``run_graph``), and under 'rest' what lies outside them: data preprocessor, and the
     package's post-processing (anchors, proposals, NMS, RoIAlign, mask
     pasting, resizing)."""
     from .graphs import get_owner
@@ -268,12 +268,17 @@ def time_parts(call: Callable[[], object], model: nn.Module, repeats: int = 3) -
                 continue
             if part is None:
                 continue
-            starts = []
-            pre = part.register_forward_pre_hook(lambda *a, s=starts: s.append(time.perf_counter()))
-            post = part.register_forward_hook(
-                lambda *a, s=starts, p=path: current.__setitem__(
-                    p, current[p] + time.perf_counter() - s.pop()))
-            undo += [pre.remove, post.remove]
+            # the instance's forward, not hooks: mmseg's decode head calls self.forward
+            original_forward = part.forward
+
+            def timed_forward(*args, _forward=original_forward, _path=path, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return _forward(*args, **kwargs)
+                finally:
+                    current[_path] += time.perf_counter() - start
+            part.forward = timed_forward
+            undo.append(lambda part=part: delattr(part, 'forward'))
     try:
         for _ in range(repeats):
             current.clear()
