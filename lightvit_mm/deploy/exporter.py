@@ -244,13 +244,11 @@ def export_model(cfg: Config, checkpoint: Optional[str], backend: str, work_dir:
         onnx_name = f'{spec.name}.onnx'
         module = GraphModule(export, spec, args).eval()
         num_in, num_out = export_onnx(module, args, osp.join(work_dir, onnx_name), spec.dim0)
-        if spec.kind == 'method':  # the nesting of the method's outputs, for the runtime
+        if spec.kind == 'scores':  # the classifier's scores are the prediction itself
+            tree = list(range(num_out))
+        else:  # the nesting of the replaced method's outputs, for the runtime
             with torch.no_grad():
                 tree = structure(getattr(get_owner(model, spec.owner), spec.method)(*args))
-        elif spec.kind == 'seg_logits':  # encode_decode returns one tensor
-            tree = 0
-        else:
-            tree = list(range(num_out))
         if backend == 'openvino':
             names = [osp.basename(p) for p in convert_onnx_to_openvino(
                 osp.join(work_dir, onnx_name), osp.join(work_dir, f'{spec.name}.xml'))]

@@ -99,11 +99,10 @@ def pytorch_rows(model: nn.Module, inputs: torch.Tensor,
     return rows
 
 
-def runtime_rows(onnx_path: str, inputs: torch.Tensor, work_dir: str,
-                 precisions: Sequence[str] = ('fp32', 'bf16', 'int8')) -> Dict[str, Row]:
+def runtime_rows(onnx_path: str, inputs: torch.Tensor, work_dir: str) -> Dict[str, Row]:
     """Runtime rows of the ONNX graph ``onnx_path`` (one input) on
-    ``inputs``, for each of ``precisions`` where its library is installed:
-    fp32 in ONNX Runtime and OpenVINO, OpenVINO with the bf16 hint, OpenVINO
+    ``inputs``, each where its library is installed: fp32 in ONNX Runtime
+    and OpenVINO, OpenVINO with the bf16 hint, OpenVINO
     int8 (NNCF), ONNX Runtime int8 (QDQ). The int8 graphs are calibrated on
     ``inputs`` itself (enough for timing; accuracy needs the training images
     of ``export.py --precision int8``). Files go into the folder ``work_dir``."""
@@ -126,22 +125,19 @@ def runtime_rows(onnx_path: str, inputs: torch.Tensor, work_dir: str,
         graph = ONNXRuntimeGraph(path)
         return lambda: graph(x)
 
-    if 'fp32' in precisions:
-        if has_ort:
-            rows['ONNX Runtime fp32'] = Row(onnxruntime(onnx_path), 'fp32')
-        if has_ov:
-            rows['OpenVINO fp32'] = Row(openvino('fp32', 'fp32'), 'fp32')
-    if 'bf16' in precisions and has_ov:
+    if has_ort:
+        rows['ONNX Runtime fp32'] = Row(onnxruntime(onnx_path), 'fp32')
+    if has_ov:
+        rows['OpenVINO fp32'] = Row(openvino('fp32', 'fp32'), 'fp32')
         runs = runtime_precision('bf16', 'openvino')
         rows[f'OpenVINO bf16{_bf16_note("openvino")}'] = Row(openvino('bf16', runs), runs)
-    if 'int8' in precisions:
-        if has_ov and importlib.util.find_spec('nncf') is not None:
+        if importlib.util.find_spec('nncf') is not None:
             rows['OpenVINO int8 (NNCF)'] = Row(openvino('int8', 'int8', int8=True), 'int8')
-        if has_ort:
-            path = osp.join(work_dir, 'int8.onnx')
-            shutil.copyfile(onnx_path, path)
-            quantize_graph('onnxruntime', [path], [x])
-            rows['ONNX Runtime int8 (quantize_static)'] = Row(onnxruntime(path), 'int8')
+    if has_ort:
+        path = osp.join(work_dir, 'int8.onnx')
+        shutil.copyfile(onnx_path, path)
+        quantize_graph('onnxruntime', [path], [x])
+        rows['ONNX Runtime int8 (quantize_static)'] = Row(onnxruntime(path), 'int8')
     return rows
 
 
@@ -192,8 +188,8 @@ def whole_model_rows(cfg, shape: Tuple[int, int], work_dir: str,
     one :func:`synthetic_batch` image of ``shape`` (H, W), as PyTorch eager
     (``test_step``) and as a deployed folder per backend (``test_step`` of
     :class:`~lightvit_mm.deploy.DeployedModel`; exported at the size the data
-    preprocessor pads ``shape`` to, fp32,
-    and with ``bf16`` OpenVINO's bf16 too), all with the same weights.
+    preprocessor pads ``shape`` to, in fp32, and with ``bf16`` also
+    OpenVINO's bf16), all with the same weights.
 
     Returns:
         tuple: (rows, models): rows by name; the model each row runs (the

@@ -600,7 +600,9 @@ def run_table(title: str, benches: List[Bench], args,
     """Time ``benches`` and the GEMM peaks (fp32's, and ``peaks`` of other
     precisions) in the same interleaved rounds and print their Markdown table
     under ``title``."""
-    peaks = {'fp32': GemmPeak(args), **(peaks or {})}
+    fp32 = GemmPeak(args)
+    fp32.train = any(b.train for b in benches)  # timed only in the modes of the rows
+    peaks = {'fp32': fp32, **(peaks or {})}
     measure(benches + list(peaks.values()), args)
     print(f'\n{title}:\n')
     print(table(benches, args, peaks))
@@ -732,7 +734,7 @@ def deploy_tables(args, references):
             export.switch_to_deploy()
             x = torch.randn(batch, 3, size, size)
             folder = tempfile.mkdtemp(dir=tmp)
-            benches = _deploy_rows(f'{BASE}', model, export, x, args, officials, folder,
+            benches = _deploy_rows(BASE, model, export, x, args, officials, folder,
                                    forward_flop(model, (3, size, size)))
             run_table(f'Deploy: {BASE} backbone, {size}x{size}, batch {batch} (last stage out)',
                       benches, args, peaks)
