@@ -135,7 +135,9 @@ class Skew(_PillowAugTransform):
             rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
             rhs += [u, v]
         # the pseudo-inverse, as the official code: np.linalg.solve differs in the
-        # last bits, enough to move a border pixel's centre across the image edge
+        # last bits, enough to move a border pixel's centre across the image edge.
+        # So do OpenBLAS's kernels (Haswell vs SkylakeX: 36 of 576 pixels of a 24x24
+        # image at -0.27, on the border or a rounding tie), for the official op too.
         return (np.linalg.pinv(np.array(rows, float)) @ np.array(rhs, float)).tolist()
 
     def apply(self, img, value):

@@ -9,6 +9,7 @@ import os.path as osp
 import numpy as np
 import pytest
 from mmpretrain.registry import TRANSFORMS
+from PIL import Image
 
 import lightvit_mm  # noqa: F401  (registers the ops in mmpretrain's TRANSFORMS)
 from lightvit_mm.datasets.transforms import Distort, Skew
@@ -41,7 +42,31 @@ def test_same_output_as_the_official_op(case):
         random_negative_prob=1. if case['value'] < 0 else 0.))
     out = op(dict(img=image()))['img']
     assert out.shape == expected.shape and out.dtype == np.uint8
+    if case['op'] == 'Skew':
+        # Where a pixel's source point lies on the image border or its bicubic value
+        # on a rounding tie, the official op's output (and ours) depends on the last
+        # bits of np.linalg.pinv, which differ between OpenBLAS kernels: those pixels
+        # must match the output with the source point on one side or the other.
+        moved = skew_with_source_points_moved(case['value'])
+        ill_conditioned = (moved != moved[:1]).any(axis=(0, 3))
+        assert ill_conditioned.sum() <= 0.2 * ill_conditioned.size
+        assert (moved[:, ill_conditioned] == expected[ill_conditioned]).all(-1).any(0).all()
+        out, expected = out[~ill_conditioned], expected[~ill_conditioned]
     np.testing.assert_array_equal(out, expected)
+
+
+def skew_with_source_points_moved(value, shift=1e-9):
+    """Skew of image() with every source point moved by 0, -shift or +shift px in
+    x and in y (9, 24, 24, 3). The outputs differ only at ill-conditioned pixels:
+    at -0.27 the exact source points fall on a 0.1 px grid, and 104 of the 576
+    pixels lie on the border or a rounding tie (OpenBLAS's Haswell and SkylakeX
+    kernels give 36 of them different values, for the official op as for ours)."""
+    img = Image.fromarray(image())
+    a, b, c, d, e, f, g, h = Skew.coefficients(img.size, value)
+    return np.stack([
+        np.asarray(img.transform(img.size, Image.PERSPECTIVE,
+                                 (a, b, c + dx, d, e, f + dy, g, h), resample=Image.BICUBIC))
+        for dx in (0., -shift, shift) for dy in (0., -shift, shift)])
 
 
 def test_distort_below_level_10_is_the_identity_and_above_moves_inner_vertices():
