@@ -62,6 +62,24 @@ def digits_cfg(kind, tiny_digits, tiny_digits_cls):
     return cfg
 
 
+@pytest.fixture(scope='module')
+def exported(tiny_digits, tiny_digits_cls, tmp_path_factory):
+    """``exported(kind, backend)``: the digits config of ``kind`` with random
+    weights (seed 0) exported to ``backend`` on 2 images, once per module:
+    (folder, the result of ``export_model``, the config)."""
+    done = {}
+
+    def export(kind, backend):
+        if (kind, backend) not in done:
+            torch.manual_seed(0)
+            cfg = digits_cfg(kind, tiny_digits, tiny_digits_cls)
+            folder = str(tmp_path_factory.mktemp(f'{kind}_{backend}'))
+            done[kind, backend] = (folder, export_model(cfg, None, backend, folder, num_images=2),
+                                   cfg)
+        return done[kind, backend]
+    return export
+
+
 @pytest.mark.parametrize('backend', BACKENDS)
 @pytest.mark.parametrize('kind, task, graphs', [
     ('cls', 'classification', ['scores']),
@@ -70,36 +88,31 @@ def digits_cfg(kind, tiny_digits, tiny_digits_cls):
     ('maskrcnn', 'instance-segmentation',
      ['extract_feat', 'rpn_head', 'roi_head.bbox_head', 'roi_head.mask_head']),
 ])
-def test_export_reproduces_pytorch(kind, task, graphs, backend, tiny_digits, tiny_digits_cls,
-                                   tmp_path):
-    torch.manual_seed(0)
-    cfg = digits_cfg(kind, tiny_digits, tiny_digits_cls)
-    result = export_model(cfg, None, backend, str(tmp_path), num_images=2)
+def test_export_reproduces_pytorch(kind, task, graphs, backend, exported):
+    folder, result, _ = exported(kind, backend)
     assert result['task'] == task and list(result['graphs']) == graphs
     size = CLS_SIZE if kind == 'cls' else TINY_CANVAS
     assert result['input']['shape'] == [size, size]
-    with open(tmp_path / 'deploy.json') as f:
+    with open(osp.join(folder, 'deploy.json')) as f:
         manifest = json.load(f)
     assert set(manifest['files']) == {n for g in manifest['graphs'].values() for n in g['files']}
-    errors = compare(str(tmp_path), result['_model'], result['_specs'], result['_calls'])
+    errors = compare(folder, result['_model'], result['_specs'], result['_calls'])
     assert list(errors) == graphs
     for name, diffs in errors.items():
         assert diffs and max(diffs) <= TOLERANCE, (name, diffs)
 
 
 @pytest.mark.parametrize('kind', ['seg', 'cls'])
-def test_deployed_predictions_equal_pytorch(kind, tiny_digits, tiny_digits_cls, tmp_path):
+def test_deployed_predictions_equal_pytorch(kind, exported):
     """The deployed UPerNet and classifier predict what PyTorch predicts, as
     the packages' data samples (mmseg's postprocess_result on the graph's
     logits; the classifier's scores and labels)."""
     from mmengine.registry import DefaultScope
     from mmengine.runner import Runner
-    torch.manual_seed(0)
-    cfg = digits_cfg(kind, tiny_digits, tiny_digits_cls)
-    result = export_model(cfg, None, 'onnxruntime', str(tmp_path), num_images=2)
+    folder, result, cfg = exported(kind, 'onnxruntime')
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         batch = next(iter(Runner.build_dataloader(cfg.test_dataloader)))
-    deployed = DeployedModel(str(tmp_path)).test_step(copy.deepcopy(batch))
+    deployed = DeployedModel(folder).test_step(copy.deepcopy(batch))
     with torch.no_grad():
         expected = result['_model'].test_step(copy.deepcopy(batch))
     assert len(deployed) == len(expected) == 2
