@@ -47,7 +47,7 @@ def test_backbone_exported_at_224_runs_at_any_size(tool, tmp_path):
     from lightvit_mm import LightViT
     torch.manual_seed(0)
     model = LightViT(arch=MINI).eval()
-    path = str(tmp_path / 'lightvit_t.onnx')
+    path = str(tmp_path / 'lightvit_mini.onnx')
     tool.export(model, path, (224, 224))
     graph = onnx.load(path).graph
     dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
