@@ -15,13 +15,19 @@ DEMO_CONFIG := configs/mmdet/digits/mask-rcnn_lightvit-t_lightvit-fpn_digits.py
 setup:
 	bash tools/setup_env.sh
 
-# tests/test_deploy/ runs in a process of its own: after ONNX Runtime / OpenVINO /
+# TEST_WORKERS: pytest-xdist worker processes (0: every test in pytest's own
+# process); tests/conftest.py runs each test module on one worker, the modules
+# that share the digits trainings together, the longest first.
+# tests/test_deploy/ runs in processes of its own: after ONNX Runtime / OpenVINO /
 # NNCF ran in an interpreter, an in-process mmdet training in it crashed (SIGSEGV)
 # while saving its checkpoint (cause not yet found; see docs/deployment.md).
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest tests -q --ignore=tests/test_deploy
-	$(PY) -m pytest tests/test_deploy -q
+	$(PYTEST) tests --ignore=tests/test_deploy
+	$(PYTEST) tests/test_deploy
 
 demo: setup
 	$(PY) tools/demo/build_digits.py --out $(DATA)

@@ -98,6 +98,8 @@ setup(
         'tests': [
             'pytest', 'ruff>=0.17,<0.18', 'build', 'scikit-learn', 'pycocotools', 'onnx',
             'onnxruntime', 'pyyaml', 'tensorboard',
+            # tests/conftest.py's scheduler subclasses xdist's LoadScopeScheduling
+            'pytest-xdist>=3.8,<3.9',
             'timm>=1.0',  # the benchmark's peers (gpu_check)
         ],
     },

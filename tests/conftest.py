@@ -454,3 +454,63 @@ def tiny_cls_options(data_root, max_iters=2, validate=False):
         f'default_hooks.checkpoint.interval={max_iters}', 'default_hooks.logger.interval=1',
         f'param_scheduler.0.end={max_iters // 2}', f'param_scheduler.1.begin={max_iters // 2}',
         f'param_scheduler.1.end={max_iters}']
+
+
+# ---------------------------------------------------------------------------
+# Parallel runs (pytest-xdist, ``make test``: ``-n 2 --dist loadscope``)
+# ---------------------------------------------------------------------------
+#: the session fixtures that train: each xdist worker is a session of its own
+SHARED_TRAININGS = ('digits_det_runs', 'digits_checkpoints', 'digits_dist_run')
+#: the test modules that use them, one scope for ``--dist loadscope`` (below),
+#: so the trainings run once, on one worker
+SHARED_TRAINING_MODULES = (
+    'tests/test_checkpoint/test_inference_apis.py', 'tests/test_engine/test_determinism.py',
+    'tests/test_engine/test_resume.py', 'tests/test_launch/test_distributed.py',
+    'tests/test_launch/test_multinode.py', 'tests/test_launch/test_test_outputs.py')
+#: the longest scopes (minutes each on 2 cores), handed out first, longest
+#: first, so that no worker starts one of them when the other is nearly done
+LONGEST_SCOPES = (' '.join(SHARED_TRAINING_MODULES), 'tests/test_tools/test_digits_pipeline.py',
+                  'tests/test_configs/test_paper_configs.py', 'tests/test_install.py',
+                  'tests/test_tools/test_speed_tools.py', 'tests/test_tools/test_gpu_check.py',
+                  'tests/test_deploy/test_precision.py', 'tests/test_deploy/test_deployment.py',
+                  'tests/test_deploy/test_export.py')
+
+
+def pytest_collection_modifyitems(items):
+    """Refuse a test that uses one of :data:`SHARED_TRAININGS` outside
+    :data:`SHARED_TRAINING_MODULES`: under ``--dist loadscope`` its worker
+    would train that fixture a second time."""
+    for item in items:
+        info = getattr(item, '_fixtureinfo', None)
+        module = item.nodeid.split('::', 1)[0]
+        if (info and set(info.name2fixturedefs) & set(SHARED_TRAININGS)
+                and module not in SHARED_TRAINING_MODULES):
+            raise pytest.UsageError(
+                f'{item.nodeid} uses one of {SHARED_TRAININGS}: add {module} to '
+                'SHARED_TRAINING_MODULES in tests/conftest.py')
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadscope`` with each test module one scope (its module-scoped
+    fixtures are built once) and :data:`SHARED_TRAINING_MODULES` one scope
+    together; :data:`LONGEST_SCOPES` go out first. pytest-xdist's
+    ``loadgroup`` would do this with ``xdist_group`` marks, but xdist 3.8 tags
+    a test's group onto ``item._nodeid``, which pytest 9.2 no longer reads."""
+    if config.getvalue('dist') != 'loadscope':
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesLongestFirst(LoadScopeScheduling):
+
+        def _split_scope(self, nodeid):
+            module = nodeid.split('::', 1)[0]
+            return LONGEST_SCOPES[0] if module in SHARED_TRAINING_MODULES else module
+
+        def _assign_work_unit(self, node):
+            for scope in reversed(LONGEST_SCOPES):
+                if scope in self.workqueue:
+                    self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
+
+    return ModulesLongestFirst(config, log)

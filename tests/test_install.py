@@ -4,8 +4,15 @@ mmcv 2.1.0 wheel that tools/setup_env.sh built (no compiler runs), then used fro
 a folder outside the repository: a shipped config loads, `mim search` lists the
 model zoo and `mim train` trains the digits demo config for two iterations.
 
-Slow (a fresh venv with torch: minutes), and it needs the package registries
-that tools/setup_env.sh uses. Skipped when the cached mmcv wheel is missing.
+The fresh venv gets torch (and what torch requires) as hard links to this
+interpreter's installed files, RECORD by RECORD, dist-info included: pip sees
+torch installed, as in a user's environment, without 90 s of unpacking several
+GB. Hard links, not symbolic ones: a ``pip uninstall`` in the fresh venv would
+remove its own links, never this venv's files (a copy is the fallback where the
+two folders are on different file systems).
+
+Slow (minutes), and it needs the package registries that tools/setup_env.sh
+uses. Skipped when the cached mmcv wheel is missing.
 """
 import glob
 import os
@@ -25,7 +32,6 @@ from conftest import REPO, tiny_digits_options
 pytestmark = pytest.mark.slow
 
 MIM_CONFIG = 'mask-rcnn_lightvit-t_lightvit-fpn_digits.py'
-VENV_GB = 6  # the fresh venv measured 5.8 GB (torch 2.14.1, Python 3.11)
 TIMES = {}
 
 
@@ -67,26 +73,79 @@ def dist(tmp_path_factory):
     return sdist, wheel
 
 
+def distribution_closure(name):
+    """The installed distribution ``name`` and, transitively, every installed
+    distribution it requires on this platform without extras (requirement
+    markers evaluated as pip does)."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    found, todo = {}, [name]
+    while todo:
+        key = canonicalize_name(todo.pop())
+        if key in found:
+            continue
+        dist = metadata.distribution(key)
+        found[key] = dist
+        for line in dist.requires or ():
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({'extra': ''}):
+                todo.append(req.name)
+    return list(found.values())
+
+
+def link_distribution_closure(name, site):
+    """Hard-link the files of :func:`distribution_closure` (``name``'s) into the
+    site-packages folder ``site`` of another venv; scripts outside
+    site-packages (``bin/``) are left out, and so is every distribution ``site``
+    already has (the fresh venv's pip and setuptools: mixing two versions' files
+    breaks them). Returns those as ``name==version`` requirements, for pip to
+    bring to this interpreter's versions."""
+    import importlib.metadata as metadata
+
+    from packaging.utils import canonicalize_name
+    present = {canonicalize_name(d.metadata['Name']) for d in metadata.distributions(path=[site])}
+    left = []
+    for dist in distribution_closure(name):
+        if canonicalize_name(dist.metadata['Name']) in present:
+            left.append(f'{dist.metadata["Name"]}=={dist.version}')
+            continue
+        base = osp.realpath(str(dist.locate_file('')))
+        for file in dist.files or ():
+            source = osp.realpath(str(dist.locate_file(file)))
+            if not source.startswith(base + os.sep) or not osp.isfile(source):
+                continue  # bin/ scripts (../../../bin/...) and RECORD lines of removed files
+            target = osp.join(site, osp.relpath(source, base))
+            os.makedirs(osp.dirname(target), exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:  # another file system
+                shutil.copy2(source, target)
+    return left
+
+
 @pytest.fixture(scope='module')
 def venv(dist, tmp_path_factory):
-    """A fresh venv: torch and the cached mmcv wheel first, as a user's
-    OpenMMLab environment, then ``lightvit-mm[mmdet]`` from the wheel and openmim
-    (in this venv only: its dependency openxlab pins old setuptools, requests...).
+    """A fresh venv: torch (linked: :func:`link_distribution_closure`) and the
+    cached mmcv wheel first, as a user's OpenMMLab environment, then
+    ``lightvit-mm[mmdet]`` from the wheel and openmim (in this venv only: its
+    dependency openxlab pins old setuptools, requests...).
     Yields its folder and the output of the second install."""
     mmcv = cached_mmcv_wheel()
     if mmcv is None:
         pytest.skip('no cached mmcv 2.1.0 wheel for this torch: run tools/setup_env.sh')
     root = tmp_path_factory.mktemp('venv')
-    free_gb = shutil.disk_usage(root).free / 2**30
-    if free_gb < VENV_GB + 2:
-        pytest.fail(f'the fresh venv needs about {VENV_GB} GB (torch with its CUDA '
-                    f'libraries) and {root} has {free_gb:.1f} GB free')
     try:
         run([sys.executable, '-m', 'venv', str(root)], cwd=str(root), stage='python -m venv')
-        pip = [str(root / 'bin' / 'python'), '-m', 'pip', 'install',
-               '--disable-pip-version-check', '--no-cache-dir']
-        run(pip + [f'torch=={torch.__version__.split("+")[0]}', mmcv], cwd=str(root),
-            stage='pip install torch + the cached mmcv wheel')
+        python = str(root / 'bin' / 'python')
+        site = run([python, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
+                   cwd=str(root)).strip()
+        start = time.perf_counter()
+        left = link_distribution_closure('torch', site)
+        TIMES['torch and its requirements linked in'] = time.perf_counter() - start
+        pip = [python, '-m', 'pip', 'install', '--disable-pip-version-check', '--no-cache-dir']
+        run(pip + [mmcv, *left], cwd=str(root), stage='pip install the cached mmcv wheel')
         log = run(pip + [f'{dist[1]}[mmdet]', 'openmim'], cwd=str(root),
                   stage='pip install lightvit-mm[mmdet] + openmim')
         yield root, log

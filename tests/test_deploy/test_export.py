@@ -1,10 +1,12 @@
 """ONNX export (tools/deployment/export_onnx.py): one exported model, dynamic
 batch/height/width, reproduces the eager outputs at other sizes than the one
-it was exported at, within 1e-4, in onnxruntime. The tool's command line runs
-on LightViT-T + LightViTFPN from a config (and checks ONNX Runtime and
-OpenVINO itself); the in-process exports use the small MINI arch, which has
-every part of the model (three stages, patch merging, several heads, global
-tokens) at a fraction of the export time."""
+it was exported at, within 1e-4, in onnxruntime. Every export here uses the
+small MINI arch, which has every part of the model (three stages, patch
+merging, several heads, global tokens) at a fraction of LightViT-T's export
+time: the tool's command line on a config that inherits the shipped Mask R-CNN
+config with a MINI backbone (the tool checks ONNX Runtime and OpenVINO
+itself), the rest in this process. LightViT-T itself is exported whole in
+test_deployment."""
 import os.path as osp
 import subprocess
 import sys
@@ -58,9 +60,13 @@ def test_backbone_exported_at_224_runs_at_any_size(tool, tmp_path):
 
 
 def test_backbone_with_neck_from_config_cli(tool, tmp_path):
-    config = osp.join(REPO, 'configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py')
-    path = str(tmp_path / 'lightvit_t_fpn.onnx')
-    run = subprocess.run([sys.executable, TOOL, config, path, '--with-neck', '--shape', '200',
+    config = tmp_path / 'mask-rcnn_lightvit-mini_lightvit-fpn.py'
+    shipped = osp.join(REPO, 'configs/mmdet/mask-rcnn_lightvit-t_lightvit-fpn_1x_coco.py')
+    config.write_text(f'_base_ = {shipped!r}\n'
+                      f'model = dict(backbone=dict(arch=dict(_delete_=True, **{MINI!r})),\n'
+                      f'             neck=dict(in_channels={MINI["embed_dims"]!r}))\n')
+    path = str(tmp_path / 'lightvit_mini_fpn.onnx')
+    run = subprocess.run([sys.executable, TOOL, str(config), path, '--with-neck', '--shape', '200',
                           '264', '--atol', str(ATOL)], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert 'onnxruntime vs eager at 224x224' in run.stdout
