@@ -514,3 +514,14 @@ def pytest_xdist_make_scheduler(config, log):
             super()._assign_work_unit(node)
 
     return ModulesLongestFirst(config, log)
+
+
+#: under pytest-xdist (``make test``), each worker's torch threads (and, through
+#: OMP_NUM_THREADS, its subprocesses') share the CPUs instead of each taking
+#: them all: on the 2-core Xeon, 1 thread per worker ran the non-deploy tests
+#: in 656 s against 724 s with 2 (``-n 2 --dist loadscope``, 2026-12-03).
+#: An OMP_NUM_THREADS set by the user wins.
+if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')) > 1:
+    os.environ.setdefault('OMP_NUM_THREADS', str(max(
+        1, (os.cpu_count() or 1) // int(os.environ['PYTEST_XDIST_WORKER_COUNT']))))
+    torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
