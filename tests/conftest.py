@@ -467,13 +467,19 @@ SHARED_TRAINING_MODULES = (
     'tests/test_checkpoint/test_inference_apis.py', 'tests/test_engine/test_determinism.py',
     'tests/test_engine/test_resume.py', 'tests/test_launch/test_distributed.py',
     'tests/test_launch/test_multinode.py', 'tests/test_launch/test_test_outputs.py')
+SHARED_TRAINING_SCOPE = ' '.join(SHARED_TRAINING_MODULES)
 #: the longest scopes (minutes each on 2 cores), handed out first, longest
 #: first, so that no worker starts one of them when the other is nearly done
-LONGEST_SCOPES = (' '.join(SHARED_TRAINING_MODULES), 'tests/test_tools/test_digits_pipeline.py',
+LONGEST_SCOPES = (SHARED_TRAINING_SCOPE, 'tests/test_tools/test_digits_pipeline.py',
                   'tests/test_configs/test_paper_configs.py', 'tests/test_install.py',
                   'tests/test_tools/test_speed_tools.py', 'tests/test_tools/test_gpu_check.py',
                   'tests/test_deploy/test_precision.py', 'tests/test_deploy/test_deployment.py',
                   'tests/test_deploy/test_export.py')
+
+
+def module_of(nodeid):
+    """The test module part of a pytest node id (``tests/x.py::test_y[z]``)."""
+    return nodeid.split('::', 1)[0]
 
 
 def pytest_collection_modifyitems(items):
@@ -482,7 +488,7 @@ def pytest_collection_modifyitems(items):
     would train that fixture a second time."""
     for item in items:
         info = getattr(item, '_fixtureinfo', None)
-        module = item.nodeid.split('::', 1)[0]
+        module = module_of(item.nodeid)
         if (info and set(info.name2fixturedefs) & set(SHARED_TRAININGS)
                 and module not in SHARED_TRAINING_MODULES):
             raise pytest.UsageError(
@@ -504,8 +510,8 @@ def pytest_xdist_make_scheduler(config, log):
     class ModulesLongestFirst(LoadScopeScheduling):
 
         def _split_scope(self, nodeid):
-            module = nodeid.split('::', 1)[0]
-            return LONGEST_SCOPES[0] if module in SHARED_TRAINING_MODULES else module
+            module = module_of(nodeid)
+            return SHARED_TRAINING_SCOPE if module in SHARED_TRAINING_MODULES else module
 
         def _assign_work_unit(self, node):
             for scope in reversed(LONGEST_SCOPES):
@@ -521,7 +527,7 @@ def pytest_xdist_make_scheduler(config, log):
 #: them all: on the 2-core Xeon, 1 thread per worker ran the non-deploy tests
 #: in 656 s against 724 s with 2 (``-n 2 --dist loadscope``, 2026-12-03).
 #: An OMP_NUM_THREADS set by the user wins.
-if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')) > 1:
-    os.environ.setdefault('OMP_NUM_THREADS', str(max(
-        1, (os.cpu_count() or 1) // int(os.environ['PYTEST_XDIST_WORKER_COUNT']))))
+_workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+if _workers > 1:
+    os.environ.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // _workers)))
     torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))

@@ -15,6 +15,7 @@ Slow (minutes), and it needs the package registries that tools/setup_env.sh
 uses. Skipped when the cached mmcv wheel is missing.
 """
 import glob
+import importlib.metadata as metadata
 import os
 import os.path as osp
 import shutil
@@ -28,6 +29,8 @@ import zipfile
 import pytest
 import torch
 from conftest import REPO, tiny_digits_options
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 pytestmark = pytest.mark.slow
 
@@ -77,10 +80,6 @@ def distribution_closure(name):
     """The installed distribution ``name`` and, transitively, every installed
     distribution it requires on this platform without extras (requirement
     markers evaluated as pip does)."""
-    import importlib.metadata as metadata
-
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
     found, todo = {}, [name]
     while todo:
         key = canonicalize_name(todo.pop())
@@ -102,9 +101,6 @@ def link_distribution_closure(name, site):
     already has (the fresh venv's pip and setuptools: mixing two versions' files
     breaks them). Returns those as ``name==version`` requirements, for pip to
     bring to this interpreter's versions."""
-    import importlib.metadata as metadata
-
-    from packaging.utils import canonicalize_name
     present = {canonicalize_name(d.metadata['Name']) for d in metadata.distributions(path=[site])}
     left = []
     for dist in distribution_closure(name):
